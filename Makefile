@@ -1,0 +1,44 @@
+# TempReg-Net in Caffe. `make demo` runs the main job, `make test` the tests; both set up
+# everything they need (Debian packages, the venv, Caffe) on first use.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON_BASE ?= python3
+VENV        := .venv
+PY          := $(VENV)/bin/python
+GPU         ?= 0
+CAFFE_SRC   ?=
+export GPU CAFFE_SRC
+
+.PHONY: help venv caffe prototxt test test-fast demo bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	$(PYTHON_BASE) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+venv: $(VENV)/.installed  ## create .venv with the pinned Python packages and this project
+
+# Caffe lives in a cache outside the clone (tools/caffe/build_caffe.sh prints where); the
+# venv gets a .pth for pycaffe and a `caffe` wrapper whose Python layers see the venv.
+caffe: venv  ## build BVLC Caffe once (cached) and link it into .venv
+	prefix=$$(tools/caffe/build_caffe.sh $(abspath $(PY))); \
+	$(PY) -m tools.caffe_link "$$prefix"
+
+prototxt: caffe  ## regenerate prototxt/ from models/
+	$(PY) -m models.generate
+
+test: caffe  ## run the test suite
+	$(PY) -m pytest -q
+
+test-fast: caffe  ## the tests without the slow training ones
+	$(PY) -m pytest -q -m "not slow"
+
+clean:  ## remove the venv and generated data (not the Caffe cache)
+	rm -rf $(VENV) data runs results

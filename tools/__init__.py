@@ -1,0 +1,1 @@
+"""Command-line entry points: prepare, train, evaluate, detect, reproduce Table 1, demo."""
