@@ -1,0 +1,113 @@
+"""Net configurations (faithful ZF and a small ZF-like net) and the Table 1 variants: all defaults live here."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+N_STEPS = 20  # LSTM unroll length; sequences are resampled onto this grid (README, Contracts)
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Sizes of one net family; `zf` is the paper's model, `small` a fast stand-in for tests and the demo."""
+    name: str
+    description: str
+    stored_size: int          # S of the prepared HDF5 frames (README, HDF5 layout)
+    crop: int                 # network input C; random crop when training, centre crop otherwise
+    conv_widths: tuple        # conv1..conv5 outputs
+    fc_width: int             # fc6 and fc7 outputs
+    feature_dim: int          # q: per-frame feature x_t fed to the LSTM (fc_frame)
+    lstm_hidden: int          # LSTM hidden size (the paper does not give it)
+    pool5_size: int           # expected pool5 side; the generator asserts it from the arithmetic
+    n_steps: int = N_STEPS
+    batch_size: int = 4       # sequences per training batch (N)
+    test_batch_size: int = 4
+    # Solver (section 3): fine-tuned layers at base_lr, the new regression head at 10x.
+    base_lr: float = 1e-4
+    head_lr_mult: float = 10.0
+    weight_decay: float = 5e-4   # alpha of Eq. 3 (up to Caffe's normalisation; see README)
+    momentum: float = 0.9
+    gamma: float = 0.1
+    stepsize: int = 20000
+    max_iter: int = 50000
+    snapshot: int = 5000
+    test_interval: int = 1000
+    test_iter: int = 50          # the training command recomputes it from the test list
+    display: int = 20
+    dropout: float = 0.5
+    lstm_init: float = 0.01      # LSTM parameters ~ U[-0.01, 0.01] (section 3)
+    extra: dict = field(default_factory=dict)
+
+    def replace(self, **kw) -> "NetConfig":
+        """A copy with some fields changed (unknown fields raise TypeError)."""
+        return dataclasses.replace(self, **kw)
+
+
+# The ImageNet ZF model of the Fast/Faster R-CNN releases (layer names conv1..conv5, fc6, fc7).
+# Input 192 from stored 224 frames: 192 -> conv1 96 -> pool1 49 -> conv2 25 -> pool2 13 -> pool5 6,
+# so pool5 is 6 x 6 x 256 = 9216, the length fc6 of that caffemodel expects (224 would give 7 x 7).
+# Those releases' prototxts also carry `scale_train` on their dropout layers, a field of the Fast
+# R-CNN fork of Caffe only: BVLC Caffe has no such field, so our dropout layers are stock BVLC
+# Dropout (scaling by 1/(1-p) at training time, identity at test time), which is what the fork's
+# default (scale_train: true) computes too.
+ZF = NetConfig(
+    name="zf",
+    description="ZF (ImageNet ZF of py-faster-rcnn) + 20-step LSTM: the paper's model",
+    stored_size=224, crop=192,
+    conv_widths=(96, 256, 384, 384, 256), fc_width=4096,
+    feature_dim=1024,        # q = 1024 (section 2.1)
+    lstm_hidden=256,         # not in the paper; LRCN-sized and ample for a 1-D per-step output
+    pool5_size=6,
+    batch_size=2, test_batch_size=2,
+)
+
+# Same generator, smaller input and widths: fast enough for tests and the demo on a CPU.
+# It is a small ZF-like net trained from scratch, NOT the paper's model; never report it as such.
+SMALL = NetConfig(
+    name="small",
+    description="small ZF-like net + 20-step LSTM (tests/demo; not the paper's model)",
+    stored_size=72, crop=64,
+    conv_widths=(16, 32, 32, 32, 32), fc_width=128,
+    feature_dim=64, lstm_hidden=32,
+    pool5_size=2,
+    batch_size=4, test_batch_size=4,
+    # From scratch rather than fine-tuned, so a larger rate (head still at 10x).
+    base_lr=1e-3, stepsize=2000, max_iter=3000, snapshot=500, test_interval=100,
+    test_iter=10, display=10,
+)
+
+CONFIGS = {c.name: c for c in (ZF, SMALL)}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One column of Table 1: whether the LSTM is used and the temporal loss weight beta."""
+    name: str
+    description: str
+    use_lstm: bool
+    beta: float   # loss_weight of the temporal structured loss (Eq. 3); 0 drops the layer
+
+
+# beta = 1 by default: with Caffe's normalisations (README) both loss terms are per-sequence
+# averages of comparable size, so 1 weighs them evenly. The paper cross-validated it.
+DEFAULT_BETA = 1.0
+
+VARIANTS = {v.name: v for v in (
+    Variant("cnn_reg", "CNN + Reg: per-frame regression on the frame feature, no LSTM", False, 0.0),
+    Variant("tempreg_notsc", "TempReg-Net without TSC (beta = 0)", True, 0.0),
+    Variant("tempreg", "TempReg-Net: L2 + beta x temporal structured loss", True, DEFAULT_BETA),
+)}
+
+
+def get_config(name: str) -> NetConfig:
+    """The configuration called name, or a ValueError listing the known ones."""
+    if name not in CONFIGS:
+        raise ValueError(f"unknown config {name!r}; expected one of {sorted(CONFIGS)}")
+    return CONFIGS[name]
+
+
+def get_variant(name: str) -> Variant:
+    """The Table 1 variant called name, or a ValueError listing the known ones."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown variant {name!r}; expected one of {sorted(VARIANTS)}")
+    return VARIANTS[name]
