@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 N_STEPS = 20  # LSTM unroll length; sequences are resampled onto this grid (README, Contracts)
 
@@ -36,7 +36,6 @@ class NetConfig:
     display: int = 20
     dropout: float = 0.5
     lstm_init: float = 0.01      # LSTM parameters ~ U[-0.01, 0.01] (section 3)
-    extra: dict = field(default_factory=dict)
 
     def replace(self, **kw) -> "NetConfig":
         """A copy with some fields changed (unknown fields raise TypeError)."""
@@ -46,10 +45,11 @@ class NetConfig:
 # The ImageNet ZF model of the Fast/Faster R-CNN releases (layer names conv1..conv5, fc6, fc7).
 # Input 192 from stored 224 frames: 192 -> conv1 96 -> pool1 49 -> conv2 25 -> pool2 13 -> pool5 6,
 # so pool5 is 6 x 6 x 256 = 9216, the length fc6 of that caffemodel expects (224 would give 7 x 7).
-# Those releases' prototxts also carry `scale_train` on their dropout layers, a field of the Fast
-# R-CNN fork of Caffe only: BVLC Caffe has no such field, so our dropout layers are stock BVLC
-# Dropout (scaling by 1/(1-p) at training time, identity at test time), which is what the fork's
-# default (scale_train: true) computes too.
+# Those releases' prototxts set `scale_train: false` on drop6/drop7, a field of the Fast R-CNN fork
+# of Caffe only (dropout then scales by 1-p at test time instead of by 1/(1-p) at training time).
+# BVLC Caffe has no such field, so our drop6/drop7 are stock BVLC Dropout: fc6/fc7 activations
+# come out 1/(1-p) = 2x the fork's in both phases. We do not compensate: fc7 feeds the new
+# fc_frame layer, which learns its own scale.
 ZF = NetConfig(
     name="zf",
     description="ZF (ImageNet ZF of py-faster-rcnn) + 20-step LSTM: the paper's model",

@@ -1,0 +1,324 @@
+"""DICOM cine reader: a folder of images in any naming and order -> one sequence per series and slice."""
+from __future__ import annotations
+
+import os
+import struct
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from data_prep.errors import InputError
+from data_prep.sequence import CineSequence, anonymous_key
+
+MIN_FRAMES = 2            # a cine needs at least two phases (labels.volume_label says why)
+POSITION_DECIMALS = 2     # slice positions equal to 0.01 mm belong to the same slice
+IGNORED_NAMES = {"DICOMDIR"}
+# What a broken file or an unusual pixel module raises inside pydicom.
+READ_ERRORS = (InvalidDicomError, EOFError, OSError, ValueError, KeyError, IndexError,
+               TypeError, AttributeError, struct.error, RuntimeError, NotImplementedError)
+
+
+@dataclass(frozen=True)
+class DicomImage:
+    """One 2D image found by the scan: a file, or one frame of a multi-frame file."""
+    path: str
+    frame: int | None            # index inside a multi-frame file, None for a single-frame file
+    series: str
+    position: float | None       # along the slice normal (mm), else SliceLocation
+    trigger: float | None        # ms after the R wave
+    instance: int | None
+    shape: tuple[int, int]
+    patient: str                 # identifying: only ever hashed
+    expected: int | None         # CardiacNumberOfImages, when the header says
+    has_pixels: bool
+
+
+@dataclass
+class DicomSequenceSource:
+    """A sequence found by the scan; `load()` decodes it. Labels come from the caller."""
+    images: list[DicomImage]
+    seq_id: str
+    group: str
+    source: str = "dicom"
+    ed: int | None = None
+    es: int | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def path(self) -> str:
+        """The folder the sequence's first image lies in (for messages)."""
+        return os.path.dirname(self.images[0].path)
+
+    def load(self) -> CineSequence:
+        """Decode every phase; raises InputError naming the file at fault."""
+        return CineSequence(frames=load_frames(self.images), seq_id=self.seq_id, group=self.group,
+                            source=self.source, ed=self.ed, es=self.es,
+                            instances=_instances(self.images), meta=dict(self.meta))
+
+
+# --- scanning ---------------------------------------------------------------------------------
+
+def list_files(folder) -> list[str]:
+    """Every regular file under folder (recursively, sorted, hidden files and DICOMDIR left out)."""
+    if not os.path.isdir(folder):
+        raise InputError(folder, "is not a folder")
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [os.path.join(root, f) for f in sorted(files)
+                  if not f.startswith(".") and f not in IGNORED_NAMES]
+    return found
+
+
+def scan_file(path) -> list[DicomImage]:
+    """The images one file holds (header only; pixel data is read by `load_frames`)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")       # pydicom warns on every non-conformant UID
+            ds = pydicom.dcmread(path, defer_size=1024)   # big values (pixels) are not read here
+    except InvalidDicomError:
+        raise InputError(path, "not a DICOM file") from None
+    except READ_ERRORS as exc:
+        raise InputError(path, f"unreadable DICOM header ({_short(exc)})") from None
+    if "Rows" not in ds or "Columns" not in ds:
+        if "PixelData" not in ds:
+            raise InputError(path, "no pixel data (not an image)")
+        raise InputError(path, "no Rows/Columns in the header")
+    has_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+    shape = (int(ds.Rows), int(ds.Columns))
+    series = str(ds.get("SeriesInstanceUID", ""))
+    patient = str(ds.get("PatientID", "")) or str(ds.get("StudyInstanceUID", "")) or series
+    expected = _int(ds.get("CardiacNumberOfImages"))
+    n_frames = _int(ds.get("NumberOfFrames")) or 1
+    if n_frames == 1 and "PerFrameFunctionalGroupsSequence" not in ds:
+        return [DicomImage(str(path), None, series, _position(ds), _float(ds.get("TriggerTime")),
+                           _int(ds.get("InstanceNumber")), shape, patient, expected, has_pixels)]
+    images = []
+    for k in range(n_frames):
+        plane = _frame_item(ds, k, "PlanePositionSequence")
+        orient = _frame_item(ds, k, "PlaneOrientationSequence")
+        cardiac = _frame_item(ds, k, "CardiacSynchronizationSequence")
+        content = _frame_item(ds, k, "FrameContentSequence")
+        position = _position(ds, plane, orient)
+        trigger = _float(cardiac.get("NominalCardiacTriggerDelayTime")) if cardiac else None
+        order = _int(content.get("TemporalPositionIndex")) if content else None
+        # a plain multi-frame file (no functional groups) is one cine in frame order
+        images.append(DicomImage(str(path), k, series, position, trigger,
+                                 order if order is not None else k + 1, shape, patient,
+                                 expected, has_pixels))
+    return images
+
+
+def group_images(images: list[DicomImage]) -> tuple[list[list[DicomImage]], list[InputError]]:
+    """Group by (series, slice position), order the phases, and check each group is a cine."""
+    groups = defaultdict(list)
+    for im in images:
+        pos = None if im.position is None else round(im.position, POSITION_DECIMALS)
+        groups[(im.series, pos)].append(im)
+    sequences, problems = [], []
+    for key in sorted(groups, key=lambda k: (k[0], -np.inf if k[1] is None else k[1])):
+        try:
+            sequences.append(_ordered_cine(groups[key]))
+        except InputError as exc:
+            problems.append(exc)
+    return sequences, problems
+
+
+def _ordered_cine(group: list[DicomImage]) -> list[DicomImage]:
+    """One slice's images in phase order, or InputError when they cannot form a cine."""
+    first = group[0]
+    if len(group) < MIN_FRAMES:
+        raise InputError(first.path, f"a series of {len(group)} frame at this slice; "
+                                     f"a cine needs at least {MIN_FRAMES}")
+    if all(im.trigger is not None for im in group):
+        key = lambda im: (im.trigger, im.instance if im.instance is not None else 0)  # noqa: E731
+    elif all(im.instance is not None for im in group):
+        key = lambda im: (im.instance,)  # noqa: E731
+    else:
+        bad = next(im for im in group if im.trigger is None and im.instance is None)
+        raise InputError(_where(bad), "no TriggerTime or InstanceNumber to order the phases by")
+    ordered = sorted(group, key=key)
+    for a, b in zip(ordered, ordered[1:]):
+        if key(a) == key(b):
+            raise InputError(_where(b), f"duplicate phase: same TriggerTime/InstanceNumber as "
+                                        f"{os.path.basename(a.path)}")
+    for im in ordered:
+        if im.shape != first.shape:
+            raise InputError(_where(im), f"frame size {im.shape[0]}x{im.shape[1]} differs from "
+                                         f"{first.shape[0]}x{first.shape[1]} in the same series")
+    expected = {im.expected for im in ordered}
+    if len(expected) == 1 and None not in expected and expected != {len(ordered)}:
+        n = expected.pop()
+        raise InputError(os.path.dirname(first.path),
+                         f"missing frame: {len(ordered)} of {n} phases (CardiacNumberOfImages) "
+                         f"in the series of {os.path.basename(first.path)}")
+    return ordered
+
+
+def find_dicom_sequences(folder, labels=None, source: str = "dicom"):
+    """Scan a folder: (sequence sources, problems). labels: {series_uid or (uid, pos): (ed, es)}."""
+    files = list_files(folder)
+    images, problems = [], []
+    for path in files:
+        try:
+            images += scan_file(path)
+        except InputError as exc:
+            problems.append(exc)
+    if not images:
+        what = "no DICOM images" if files else "empty folder: no files"
+        problems.append(InputError(folder, what))
+        return [], problems
+    groups, group_problems = group_images(images)
+    sources = []
+    for ims in groups:
+        first = ims[0]
+        group = anonymous_key(source, "patient", first.patient)
+        pos = None if first.position is None else round(first.position, POSITION_DECIMALS)
+        seq_id = anonymous_key(source, first.patient, first.series, pos)
+        ed, es = _lookup(labels, first)
+        sources.append(DicomSequenceSource(ims, seq_id, group, source, ed, es,
+                                           meta={"slice_position": first.position}))
+    return sources, problems + group_problems
+
+
+def _lookup(labels, image: DicomImage):
+    if not labels:
+        return None, None
+    pos = None if image.position is None else round(image.position, POSITION_DECIMALS)
+    for key in ((image.series, pos), image.series):
+        if key in labels:
+            return labels[key]
+    return None, None
+
+
+# --- pixel decoding ---------------------------------------------------------------------------
+
+def load_frames(images: list[DicomImage]) -> np.ndarray:
+    """T x H x W float32 in scanner units (rescale applied, MONOCHROME1 inverted, RGB to grey)."""
+    cache = {}
+    frames = []
+    for im in images:
+        if im.path not in cache:
+            cache = {im.path: _read_pixels(im.path)}    # keep only the current file in memory
+        ds, pixels = cache[im.path]
+        frame = pixels if im.frame is None else pixels[im.frame]
+        frames.append(_to_grey_units(ds, frame, im))
+    return np.stack(frames).astype(np.float32)
+
+
+def _read_pixels(path):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path)
+    except READ_ERRORS as exc:
+        raise InputError(path, f"unreadable DICOM file ({_short(exc)})") from None
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise InputError(path, "no pixel data")
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pixels = ds.pixel_array
+    except READ_ERRORS as exc:
+        if ts is not None and ts.is_compressed:
+            raise InputError(path, _codec_problem(ts)) from None
+        raise InputError(path, f"pixel data unreadable, truncated file? ({_short(exc)})") from None
+    n_frames = _int(ds.get("NumberOfFrames")) or 1
+    rgb = int(ds.get("SamplesPerPixel", 1)) == 3
+    want = (ds.Rows, ds.Columns) + ((3,) if rgb else ())
+    if n_frames > 1 or "PerFrameFunctionalGroupsSequence" in ds:
+        want = (n_frames,) + want
+    if pixels.shape != want:
+        raise InputError(path, f"pixel data of shape {pixels.shape}, header says {want}")
+    return ds, pixels
+
+
+def _codec_problem(ts) -> str:
+    from pydicom.pixels import get_decoder
+    try:
+        missing = get_decoder(ts).missing_dependencies
+    except NotImplementedError:
+        missing = []
+    packages = " or ".join(m.split(" - ")[0] for m in missing) or "a codec plugin"
+    hint = "; ".join(m.split(" - ")[1] for m in missing if " - " in m)
+    return (f"pixel data compressed as {ts.name} ({ts}) cannot be decoded here: "
+            f"install {packages}" + (f" ({hint})" if hint else ""))
+
+
+def _to_grey_units(ds, frame: np.ndarray, im: DicomImage) -> np.ndarray:
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    x = frame.astype(np.float64)
+    if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+        x = apply_color_lut(frame, ds).astype(np.float64)
+    if x.ndim == 3:                               # RGB (pydicom already converted YBR to RGB)
+        x = x @ np.array([0.299, 0.587, 0.114])   # ITU-R BT.601 luma
+    if photometric == "MONOCHROME1":              # 0 is white: flip within the stored range
+        bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)))
+        signed = int(ds.get("PixelRepresentation", 0)) == 1
+        lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
+        x = lo + hi - x
+    k = 0 if im.frame is None else im.frame
+    transform = _frame_item(ds, k, "PixelValueTransformationSequence") or ds
+    slope = _float(transform.get("RescaleSlope", ds.get("RescaleSlope"))) or 1.0
+    intercept = _float(transform.get("RescaleIntercept", ds.get("RescaleIntercept"))) or 0.0
+    return x * slope + intercept
+
+
+# --- header helpers ---------------------------------------------------------------------------
+
+def _frame_item(ds, k: int, name: str):
+    """The functional-group item `name` of frame k (per-frame first, then shared), or None."""
+    for groups, index in (("PerFrameFunctionalGroupsSequence", k),
+                          ("SharedFunctionalGroupsSequence", 0)):
+        seq = ds.get(groups)
+        if seq is not None and len(seq) > index and name in seq[index]:
+            items = seq[index][name].value
+            if len(items):
+                return items[0]
+    return None
+
+
+def _position(ds, plane=None, orient=None) -> float | None:
+    """Slice position along the slice normal (IPP . (row x col)), else SliceLocation."""
+    ipp = (plane or ds).get("ImagePositionPatient")
+    iop = (orient or ds).get("ImageOrientationPatient")
+    if ipp is not None and iop is not None and len(ipp) == 3 and len(iop) == 6:
+        normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
+        return float(np.dot(normal, np.asarray(ipp, float)))
+    return _float(ds.get("SliceLocation"))
+
+
+def _instances(images: list[DicomImage]):
+    if any(im.frame is not None for im in images):
+        return None           # frames of a multi-frame file share one InstanceNumber
+    return [im.instance for im in images]
+
+
+def _where(im: DicomImage) -> str:
+    return im.path if im.frame is None else f"{im.path} (frame {im.frame + 1})"
+
+
+def _float(value):
+    try:
+        return None if value is None or value == "" else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _int(value):
+    try:
+        return None if value is None or value == "" else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:120]}" if text else type(exc).__name__

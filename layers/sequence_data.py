@@ -1,0 +1,137 @@
+"""Caffe Python data layer: whole prepared sequences from an HDF5 list, as time-major blobs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import caffe
+import h5py
+import numpy as np
+
+from data_prep.errors import InputError
+from data_prep.net_input import ZF_MEAN, crop_offset, net_input
+
+# param_str keys (JSON object) and their defaults; None = required.
+DEFAULTS = {
+    "source": None,       # list file: one "<h5 path relative to the list> <row>" per line
+    "batch_size": None,   # N, sequences per batch
+    "crop": None,         # network input side C (<= stored frame side S)
+    "n_steps": 20,        # T; must equal the HDF5 files' step count (README, Contracts)
+    "mean": list(ZF_MEAN),  # per-channel mean subtracted after replicating grey to 3 channels
+    "train": False,       # True: shuffle every epoch and random crop per sequence; else centre, list order
+    "seed": 0,            # seed of the shuffling and cropping
+}
+
+
+def parse_param_str(param_str: str) -> dict:
+    """Validated settings from the layer's param_str JSON (unknown keys and missing required ones rejected)."""
+    try:
+        given = json.loads(param_str or "{}")
+    except json.JSONDecodeError as err:
+        raise ValueError(f"SequenceData: param_str is not JSON ({err}): {param_str!r}") from None
+    if not isinstance(given, dict):
+        raise ValueError(f"SequenceData: param_str must be a JSON object, got {param_str!r}")
+    unknown = sorted(set(given) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"SequenceData: unknown param_str keys {unknown}; known: {sorted(DEFAULTS)}")
+    params = {**DEFAULTS, **given}
+    missing = sorted(k for k, v in params.items() if v is None)
+    if missing:
+        raise ValueError(f"SequenceData: param_str lacks required keys {missing}")
+    for key in ("batch_size", "crop", "n_steps"):
+        if not isinstance(params[key], int) or params[key] < 1:
+            raise ValueError(f"SequenceData: {key} must be a positive integer, got {params[key]!r}")
+    if len(params["mean"]) != 3:
+        raise ValueError(f"SequenceData: mean must have 3 values (B, G, R), got {params['mean']!r}")
+    return params
+
+
+def read_list(list_file) -> list[tuple[Path, int]]:
+    """(h5 path, row) pairs of a split list file; paths are relative to the list's folder."""
+    list_file = Path(list_file)
+    if not list_file.is_file():
+        raise InputError(list_file, "list file not found")
+    entries = []
+    for number, line in enumerate(list_file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            raise InputError(list_file, f"line {number} is not '<h5 file> <row>': {line!r}")
+        entries.append((list_file.parent / parts[0], int(parts[1])))
+    if not entries:
+        raise InputError(list_file, "list file names no sequences")
+    return entries
+
+
+def load_sequences(list_file, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """All listed rows in list order: frames M x T x S x S uint8 and labels M x T float32."""
+    frames, labels = [], []
+    for h5_path, row in read_list(list_file):
+        if not h5_path.is_file():
+            raise InputError(h5_path, f"HDF5 file named in {list_file} not found")
+        with h5py.File(h5_path, "r") as f:
+            for key in ("frames", "label"):
+                if key not in f:
+                    raise InputError(h5_path, f"no '{key}' dataset")
+            if row >= f["frames"].shape[0]:
+                raise InputError(h5_path, f"row {row} out of range (file has {f['frames'].shape[0]})")
+            frames.append(f["frames"][row])
+            labels.append(f["label"][row])
+    frames, labels = np.stack(frames), np.stack(labels).astype(np.float32)
+    if frames.ndim != 4 or frames.shape[1] != n_steps or frames.shape[2] != frames.shape[3]:
+        raise InputError(list_file, f"frames have shape {frames.shape[1:]}, expected {n_steps} x S x S")
+    if labels.shape[1:] != (n_steps,) or not np.all(np.isfinite(labels)):
+        raise InputError(list_file, f"labels must be finite, {n_steps} per sequence; got shape {labels.shape[1:]}")
+    return frames, labels
+
+
+class SequenceData(caffe.Layer):
+    """Tops: frames (T*N) x 3 x C x C (row t*N + n), cont T x N (0 at t = 0, else 1), label T x N.
+
+    All listed sequences are loaded at setup. Training: a new random order each epoch and one
+    random crop per sequence (the same for all its frames); otherwise centre crops in list order,
+    wrapping around. param_str keys: see DEFAULTS.
+    """
+
+    def setup(self, bottom, top):
+        if bottom or len(top) != 3:
+            raise ValueError("SequenceData takes no bottoms and gives 3 tops (frames, cont, label)")
+        self.params = parse_param_str(self.param_str)
+        self.frames, self.labels = load_sequences(self.params["source"], self.params["n_steps"])
+        crop_offset(self.frames.shape[2], self.params["crop"])   # raises if crop > S
+        self.rng = np.random.default_rng(self.params["seed"])
+        self.order = np.arange(len(self.frames))
+        self.cursor = len(self.order)   # start a fresh epoch on the first batch
+
+    def reshape(self, bottom, top):
+        t, n, c = self.params["n_steps"], self.params["batch_size"], self.params["crop"]
+        top[0].reshape(t * n, 3, c, c)
+        top[1].reshape(t, n)
+        top[2].reshape(t, n)
+
+    def next_indices(self) -> list[int]:
+        """Sequence indices of the next batch (new epoch, shuffled when training, as needed)."""
+        picked = []
+        while len(picked) < self.params["batch_size"]:
+            if self.cursor >= len(self.order):
+                if self.params["train"]:
+                    self.order = self.rng.permutation(len(self.frames))
+                self.cursor = 0
+            picked.append(int(self.order[self.cursor]))
+            self.cursor += 1
+        return picked
+
+    def forward(self, bottom, top):
+        t, n, c = self.params["n_steps"], self.params["batch_size"], self.params["crop"]
+        frames = top[0].data.reshape(t, n, 3, c, c)     # view: row t*N + n of the blob
+        for slot, index in enumerate(self.next_indices()):
+            rng = self.rng if self.params["train"] else None
+            offset = crop_offset(self.frames.shape[2], c, rng)
+            frames[:, slot] = net_input(self.frames[index], c, self.params["mean"], offset)
+            top[2].data[:, slot] = self.labels[index]
+        top[1].data[...] = 1.0
+        top[1].data[0] = 0.0      # each batch column is a new sequence: reset the LSTM state
+
+    def backward(self, top, propagate_down, bottom):
+        """No bottoms, nothing to propagate."""

@@ -1,0 +1,135 @@
+"""Properties of the shared ED/ES decoders (data_prep.labels.decode_ed_es / decode_steps)."""
+import numpy as np
+import pytest
+
+from data_prep.labels import (decode_ed_es, decode_steps, label_curve, step_positions,
+                              volume_label)
+
+N_STEPS = 20                      # the LSTM grid of the README contract
+LENGTHS = range(12, 36)           # sequence lengths the contract allows (12-35 frames)
+
+
+def placements(n_frames):
+    """Every (ED, ES) pair of distinct frames, ED before or after ES."""
+    return [(ed, es) for ed in range(n_frames) for es in range(n_frames) if ed != es]
+
+
+def cyclic_distance(a, b, n_frames):
+    d = abs(a - b)
+    return min(d, n_frames - d)
+
+
+@pytest.mark.parametrize("n_frames", LENGTHS)
+def test_cycle_label_curve_decodes_exactly_for_every_placement(n_frames):
+    wrong = [(ed, es) for ed, es in placements(n_frames)
+             if decode_ed_es(label_curve(n_frames, ed, es), cyclic=True) != (ed, es)]
+    assert wrong == []
+
+
+@pytest.mark.parametrize("n_frames", LENGTHS)
+def test_step_fit_decodes_cycle_labels_exactly_for_every_placement(n_frames):
+    pos = step_positions(n_frames, N_STEPS)
+    wrong = [(ed, es) for ed, es in placements(n_frames)
+             if decode_steps(volume_label(pos, n_frames, ed, es), n_frames, "cycle", "fit")
+             != (ed, es)]
+    assert wrong == []
+
+
+def test_ed_after_es_and_ed_at_zero_are_both_exact():
+    # The two placements the README says Eq. 4 verbatim cannot tell apart.
+    n = 25
+    for ed, es in ((0, 9), (24, 9), (17, 3), (3, 0)):
+        assert decode_ed_es(label_curve(n, ed, es)) == (ed, es)
+        steps = volume_label(step_positions(n, N_STEPS), n, ed, es)
+        assert decode_steps(steps, n) == (ed, es)
+
+
+@pytest.mark.parametrize("n_frames", LENGTHS)
+def test_paper_convention_exact_when_ed_is_first_frame(n_frames):
+    pos = step_positions(n_frames, N_STEPS)
+    for es in range(1, n_frames):
+        curve = label_curve(n_frames, 0, es, "paper")
+        assert decode_ed_es(curve, cyclic=False) == (0, es)
+        steps = volume_label(pos, n_frames, 0, es, "paper")
+        assert decode_steps(steps, n_frames, "paper", "fit") == (0, es)
+
+
+def test_paper_linear_decoder_ignores_late_diastole_overshoot():
+    # Eq. 4 verbatim exceeds 1 after ES when diastole is longer than systole; ED stays frame 0.
+    curve = label_curve(30, 0, 8, "paper")
+    assert curve.max() > 1.0 and int(np.argmax(curve)) != 0
+    assert decode_ed_es(curve, cyclic=False) == (0, 8)
+
+
+def test_plateaus_and_ties_go_to_the_earliest_frame():
+    curve = [1.0, 1.0, 0.5, 0.0, 0.0, 0.5, 1.0]
+    assert decode_ed_es(curve, cyclic=True) == (0, 3)
+    assert decode_ed_es(curve, cyclic=False) == (0, 3)
+    flat_top_later = [0.2, 0.9, 0.9, 0.1, 0.1, 0.3]
+    assert decode_ed_es(flat_top_later) == (1, 3)
+
+
+def test_linear_decoder_takes_the_peak_before_es():
+    curve = [0.5, 0.9, 0.3, 0.0, 0.4, 1.2]     # global max after ES
+    assert decode_ed_es(curve, cyclic=True) == (5, 3)
+    assert decode_ed_es(curve, cyclic=False) == (1, 3)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_curves_are_rejected(bad):
+    curve = label_curve(20, 0, 7)
+    curve[4] = bad
+    with pytest.raises(ValueError):
+        decode_ed_es(curve)
+    with pytest.raises(ValueError):
+        decode_steps(curve, 25)
+    with pytest.raises(ValueError):
+        decode_steps(curve, 25, method="extrema")
+
+
+@pytest.mark.parametrize("shape", [(0,), (1,), (4, 5)])
+def test_degenerate_shapes_are_rejected(shape):
+    with pytest.raises(ValueError):
+        decode_ed_es(np.zeros(shape))
+
+
+def test_unknown_decoder_and_convention_are_rejected():
+    steps = volume_label(step_positions(20, N_STEPS), 20, 0, 7)
+    with pytest.raises(ValueError):
+        decode_steps(steps, 20, method="argmax")
+    with pytest.raises(ValueError):
+        decode_steps(steps, 20, convention="volume")
+
+
+def test_fit_is_invariant_to_positive_scale_and_offset():
+    n, ed, es = 28, 5, 15
+    steps = volume_label(step_positions(n, N_STEPS), n, ed, es)
+    assert decode_steps(3.7 * steps - 1.2, n) == (ed, es)
+
+
+def test_extrema_decoder_is_close_but_fit_is_exact():
+    # The paper's rule after resampling 20 steps onto T frames: off by at most 2, sometimes >0.
+    worst, misses = 0, 0
+    for n in LENGTHS:
+        pos = step_positions(n, N_STEPS)
+        for ed, es in placements(n):
+            got = decode_steps(volume_label(pos, n, ed, es), n, method="extrema")
+            err = max(cyclic_distance(got[0], ed, n), cyclic_distance(got[1], es, n))
+            worst, misses = max(worst, err), misses + (err > 0)
+    assert worst <= 2
+    assert misses > 0
+
+
+def test_fit_decoder_is_robust_to_noise():
+    rng = np.random.default_rng(2016)
+    errors = []
+    for _ in range(300):
+        n = int(rng.integers(12, 36))
+        ed = int(rng.integers(n))
+        es = int((ed + rng.integers(1, n)) % n)
+        noisy = volume_label(step_positions(n, N_STEPS), n, ed, es) + rng.normal(0, 0.03, N_STEPS)
+        got_ed, got_es = decode_steps(noisy, n)
+        errors.append((cyclic_distance(got_ed, ed, n), cyclic_distance(got_es, es, n)))
+    errors = np.array(errors)
+    assert errors.max() <= 1                    # noise of 3 % of the range moves it one frame at most
+    assert errors.mean() < 0.1                  # and almost never

@@ -1,0 +1,227 @@
+"""Run a deploy net over prepared rows or CineSequences and decode ED/ES in original frames.
+
+Time per sequence = wall time of (stored frames -> net input, forward, decode) for a batch,
+divided by the sequences in it; for CineSequences it also includes resampling and resizing.
+With the default batch of 1 it is the latency for one sequence, as the paper's 1.4 s.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from data_prep.errors import InputError
+from data_prep.labels import CONVENTIONS, decode_steps
+from data_prep.net_input import net_input
+from models.config import N_STEPS
+
+FRAMES_BLOB, CONT_BLOB, OUTPUT_BLOB = "frames", "cont", "volume_pred"   # README, Blobs
+
+
+@dataclass
+class LoadedNet:
+    """A deploy net and what is needed to feed it and read it."""
+    net: object
+    crop: int
+    stored_size: int | None
+    convention: str
+    description: dict           # non-identifying provenance: config, variant, weights file name
+
+
+def load_net(deploy, weights, crop: int | None = None, convention: str = "cycle",
+             stored_size: int | None = None, gpu: int | None = None,
+             description: dict | None = None) -> LoadedNet:
+    """A caffe.Net in TEST phase from a deploy prototxt and a caffemodel."""
+    import caffe
+    for path, what in ((deploy, "deploy prototxt"), (weights, "caffemodel")):
+        if not Path(path).is_file():
+            raise InputError(path, f"{what} not found")
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown label convention {convention!r}; expected one of {CONVENTIONS}")
+    if gpu is None:
+        caffe.set_mode_cpu()
+    else:
+        caffe.set_device(gpu)
+        caffe.set_mode_gpu()
+    net = caffe.Net(str(deploy), caffe.TEST, weights=str(weights))
+    if FRAMES_BLOB not in net.blobs or OUTPUT_BLOB not in net.blobs:
+        raise InputError(deploy, f"deploy net lacks the '{FRAMES_BLOB}' input or "
+                                 f"'{OUTPUT_BLOB}' output blob")
+    if crop is None:
+        crop = int(net.blobs[FRAMES_BLOB].shape[-1])
+    desc = {"deploy": Path(deploy).name, "weights": Path(weights).name, "crop": crop,
+            "label_convention": convention, "mode": "cpu" if gpu is None else f"gpu{gpu}"}
+    desc.update(description or {})
+    return LoadedNet(net, crop, stored_size, convention, desc)
+
+
+def read_settings(run_dir) -> dict:
+    """settings.json of a training run directory."""
+    path = Path(run_dir) / "settings.json"
+    if not path.is_file():
+        raise InputError(run_dir, "not a training run directory (no settings.json)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise InputError(path, f"unreadable JSON ({err.msg})") from None
+
+
+def final_model_path(run_dir) -> Path:
+    """The caffemodel named by a run's final_model.txt (relative paths are to the run dir)."""
+    run_dir = Path(run_dir)
+    pointer = run_dir / "final_model.txt"
+    if not pointer.is_file():
+        raise InputError(run_dir, "training run has no final_model.txt (not finished?)")
+    model = Path(pointer.read_text().strip())
+    return model if model.is_absolute() else run_dir / model
+
+
+def _setting(settings: dict, *names, default=None):
+    for name in names:
+        if settings.get(name) is not None:
+            return settings[name]
+    return default
+
+
+def load_run(run_dir, gpu: int | None = None) -> LoadedNet:
+    """The deploy net of a training run dir with its final weights, crop and label convention."""
+    run_dir = Path(run_dir)
+    settings = read_settings(run_dir)
+    config = settings.get("config")
+    config_name = config.get("name") if isinstance(config, dict) else config
+    stored = _setting(settings, "stored_size")
+    crop = _setting(settings, "crop")
+    if isinstance(config, dict):
+        stored = stored or config.get("stored_size")
+        crop = crop or config.get("crop")
+    elif config_name is not None and (stored is None or crop is None):
+        from models.config import get_config
+        cfg = get_config(config_name)
+        stored, crop = stored or cfg.stored_size, crop or cfg.crop
+    convention = _setting(settings, "label", "label_convention", "convention", default="cycle")
+    desc = {"run": run_dir.name, "config": config_name, "variant": settings.get("variant")}
+    for key in ("imagenet_weights", "pretrained", "weights", "max_iter", "iterations"):
+        if key in settings:
+            desc[key] = settings[key] if not isinstance(settings[key], str) else Path(settings[key]).name
+    return load_net(run_dir / "deploy.prototxt", final_model_path(run_dir), crop=crop,
+                    convention=convention, stored_size=stored, gpu=gpu, description=desc)
+
+
+def forward_steps(loaded: LoadedNet, frames: np.ndarray) -> np.ndarray:
+    """N x 20 x S x S uint8 stored frames -> N x 20 predicted curve (one forward pass)."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[1] != N_STEPS:
+        raise ValueError(f"expected N x {N_STEPS} x S x S frames, got shape {frames.shape}")
+    n = frames.shape[0]
+    blob = np.stack([net_input(f, loaded.crop) for f in frames])       # N x 20 x 3 x C x C
+    blob = blob.transpose(1, 0, 2, 3, 4).reshape((N_STEPS * n,) + blob.shape[2:])  # row t*N + n
+    net = loaded.net
+    net.blobs[FRAMES_BLOB].reshape(*blob.shape)
+    net.blobs[FRAMES_BLOB].data[...] = blob
+    if CONT_BLOB in net.blobs:                                           # CNN + Reg has no LSTM
+        cont = np.ones((N_STEPS, n), np.float32)
+        cont[0] = 0                                                      # a new sequence per column
+        net.blobs[CONT_BLOB].reshape(N_STEPS, n)
+        net.blobs[CONT_BLOB].data[...] = cont
+    net.reshape()
+    out = net.forward()[OUTPUT_BLOB]
+    if out.size != N_STEPS * n:
+        raise ValueError(f"'{OUTPUT_BLOB}' has shape {out.shape}, expected {N_STEPS} x {n} (x 1)")
+    return np.array(out.reshape(N_STEPS, n).T, dtype=np.float64)         # 20 x N -> N x 20
+
+
+def predict_rows(loaded: LoadedNet, rows: dict, batch: int = 1, method: str = "fit",
+                 progress=None) -> list[dict]:
+    """Per-sequence records (true and predicted ED/ES, 0-based original frames) for prepared rows."""
+    frames = rows["frames"]
+    if loaded.stored_size is not None and frames.shape[-1] != loaded.stored_size:
+        raise ValueError(f"prepared frames are {frames.shape[-1]} px, the run was trained on "
+                         f"{loaded.stored_size} px")
+    records = []
+    for start in range(0, len(frames), batch):
+        stop = min(start + batch, len(frames))
+        tic = time.perf_counter()
+        curves = forward_steps(loaded, frames[start:stop])
+        decoded = [decode_steps(c, int(rows["n_frames"][i]), loaded.convention, method)
+                   for c, i in zip(curves, range(start, stop))]
+        per_seq = (time.perf_counter() - tic) / (stop - start)
+        for i, curve, (ed, es) in zip(range(start, stop), curves, decoded):
+            records.append(_row_record(rows, i, ed, es, per_seq, curve))
+        if progress is not None:
+            progress.update(stop - start)
+    return records
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _row_record(rows, i, ed, es, time_s, curve) -> dict:
+    rec = {"seq_id": _text(rows["seq_id"][i]), "n_frames": int(rows["n_frames"][i]),
+           "ed_true": int(rows["ed"][i]), "es_true": int(rows["es"][i]),
+           "ed_pred": int(ed), "es_pred": int(es), "time_s": float(time_s),
+           "curve": [float(v) for v in curve]}
+    if "group" in rows:
+        rec["group"] = _text(rows["group"][i])
+    if "label" in rows:
+        rec["label"] = [float(v) for v in rows["label"][i]]
+    return rec
+
+
+def predict_sequence(loaded: LoadedNet, seq, method: str = "fit") -> dict:
+    """ED/ES (0-based original frames) of one CineSequence, with its step curve and time."""
+    size = loaded.stored_size or loaded.crop
+    tic = time.perf_counter()
+    steps = sequence_to_steps(seq.frames, size)                          # 20 x S x S uint8
+    curve = forward_steps(loaded, steps[None])[0]
+    ed, es = decode_steps(curve, seq.n_frames, loaded.convention, method)
+    return {"ed": int(ed), "es": int(es), "time_s": time.perf_counter() - tic,
+            "curve": curve, "steps": steps}
+
+
+def sequence_to_steps(frames: np.ndarray, size: int) -> np.ndarray:
+    """T x H x W scanner frames -> 20 x S x S uint8 as the prepared HDF5 stores them (README)."""
+    import cv2
+    from data_prep.labels import step_positions
+    f = np.asarray(frames, dtype=np.float32)
+    n = f.shape[0]
+    pos = step_positions(n, N_STEPS)                 # cyclic linear interpolation in time
+    lo = np.floor(pos).astype(int)
+    w = (pos - lo)[:, None, None].astype(np.float32)
+    f = f[lo % n] * (1 - w) + f[(lo + 1) % n] * w
+    lo_v, hi_v = float(f.min()), float(f.max())      # squash to 0-255 per sequence
+    f = (f - lo_v) * (255.0 / (hi_v - lo_v)) if hi_v > lo_v else np.zeros_like(f)
+    h, w_ = f.shape[1:]
+    side = min(h, w_)                                # centre square, then resize
+    y0, x0 = (h - side) // 2, (w_ - side) // 2
+    f = f[:, y0:y0 + side, x0:x0 + side]
+    out = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in f])
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def load_rows(list_file) -> dict:
+    """Rows named by a split list file, as arrays (README, HDF5 layout)."""
+    import h5py
+    list_file = Path(list_file)
+    if not list_file.is_file():
+        raise InputError(list_file, "split list not found")
+    entries = []
+    for line_no, line in enumerate(list_file.read_text().splitlines(), 1):
+        if line.strip():
+            parts = line.split()
+            if len(parts) != 2 or not parts[1].isdigit():
+                raise InputError(list_file, f"line {line_no}: expected '<h5 file> <row>'")
+            entries.append((list_file.parent / parts[0], int(parts[1])))
+    if not entries:
+        raise InputError(list_file, "split list is empty")
+    keys = ("frames", "label", "ed", "es", "n_frames", "seq_id", "group")
+    out = {k: [] for k in keys}
+    for h5_path, row in entries:
+        with h5py.File(h5_path, "r") as h5:
+            for k in keys:
+                out[k].append(h5[k][row])
+    return {k: np.stack(v) if k not in ("seq_id", "group") else [_text(x) for x in v]
+            for k, v in out.items()}
