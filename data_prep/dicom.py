@@ -16,7 +16,7 @@ from data_prep.sequence import CineSequence, anonymous_key
 
 MIN_FRAMES = 2            # a cine needs at least two phases (labels.volume_label says why)
 POSITION_DECIMALS = 2     # slice positions equal to 0.01 mm belong to the same slice
-IGNORED_NAMES = {"DICOMDIR"}
+IGNORED_NAMES = {"DICOMDIR", "labels.csv"}   # labels.csv: the optional ED/ES sidecar (readers.py)
 # What a broken file or an unusual pixel module raises inside pydicom.
 READ_ERRORS = (InvalidDicomError, EOFError, OSError, ValueError, KeyError, IndexError,
                TypeError, AttributeError, struct.error, RuntimeError, NotImplementedError)
@@ -76,10 +76,14 @@ def list_files(folder) -> list[str]:
 
 def scan_file(path) -> list[DicomImage]:
     """The images one file holds (header only; pixel data is read by `load_frames`)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")       # pydicom warns on every non-conformant UID it reads
+        return _scan_file(path)
+
+
+def _scan_file(path) -> list[DicomImage]:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")       # pydicom warns on every non-conformant UID
-            ds = pydicom.dcmread(path, defer_size=1024)   # big values (pixels) are not read here
+        ds = pydicom.dcmread(path, defer_size=1024)   # big values (pixels) are not read here
     except InvalidDicomError:
         raise InputError(path, "not a DICOM file") from None
     except READ_ERRORS as exc:
@@ -94,7 +98,7 @@ def scan_file(path) -> list[DicomImage]:
     patient = str(ds.get("PatientID", "")) or str(ds.get("StudyInstanceUID", "")) or series
     expected = _int(ds.get("CardiacNumberOfImages"))
     n_frames = _int(ds.get("NumberOfFrames")) or 1
-    if n_frames == 1 and "PerFrameFunctionalGroupsSequence" not in ds:
+    if not _is_multiframe(ds):
         return [DicomImage(str(path), None, series, _position(ds), _float(ds.get("TriggerTime")),
                            _int(ds.get("InstanceNumber")), shape, patient, expected, has_pixels)]
     images = []
@@ -199,6 +203,12 @@ def _lookup(labels, image: DicomImage):
 
 def load_frames(images: list[DicomImage]) -> np.ndarray:
     """T x H x W float32 in scanner units (rescale applied, MONOCHROME1 inverted, RGB to grey)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _load_frames(images)
+
+
+def _load_frames(images: list[DicomImage]) -> np.ndarray:
     cache = {}
     frames = []
     for im in images:
@@ -212,9 +222,7 @@ def load_frames(images: list[DicomImage]) -> np.ndarray:
 
 def _read_pixels(path):
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(path)
     except READ_ERRORS as exc:
         raise InputError(path, f"unreadable DICOM file ({_short(exc)})") from None
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
@@ -222,9 +230,7 @@ def _read_pixels(path):
     meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pixels = ds.pixel_array
+        pixels = ds.pixel_array
     except READ_ERRORS as exc:
         if ts is not None and ts.is_compressed:
             raise InputError(path, _codec_problem(ts)) from None
@@ -232,8 +238,10 @@ def _read_pixels(path):
     n_frames = _int(ds.get("NumberOfFrames")) or 1
     rgb = int(ds.get("SamplesPerPixel", 1)) == 3
     want = (ds.Rows, ds.Columns) + ((3,) if rgb else ())
-    if n_frames > 1 or "PerFrameFunctionalGroupsSequence" in ds:
+    if _is_multiframe(ds):
         want = (n_frames,) + want
+        if n_frames == 1:
+            pixels = pixels[None]       # pydicom drops the frame axis of a 1-frame file
     if pixels.shape != want:
         raise InputError(path, f"pixel data of shape {pixels.shape}, header says {want}")
     return ds, pixels
@@ -272,6 +280,13 @@ def _to_grey_units(ds, frame: np.ndarray, im: DicomImage) -> np.ndarray:
 
 
 # --- header helpers ---------------------------------------------------------------------------
+
+def _is_multiframe(ds) -> bool:
+    """Frames addressed by index: NumberOfFrames > 1 or per-frame functional groups present."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    # some exporters (OsiriX) leave an empty per-frame item in single-frame files
+    return (_int(ds.get("NumberOfFrames")) or 1) > 1 or any(len(item) for item in per_frame)
+
 
 def _frame_item(ds, k: int, name: str):
     """The functional-group item `name` of frame k (per-frame first, then shared), or None."""

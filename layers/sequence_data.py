@@ -2,11 +2,31 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import caffe
-import h5py
 import numpy as np
+
+
+def _import_h5py():
+    """Import h5py so that its extension modules bind to h5py's own bundled libhdf5.
+
+    Inside the `caffe` binary the system libhdf5 that libcaffe links is already loaded globally,
+    and a plain import makes h5py resolve HDF5 symbols to it ("ValueError: Not a datatype").
+    RTLD_DEEPBIND makes each h5py module prefer its own dependencies. No effect if already imported.
+    """
+    flags = sys.getdlopenflags()
+    sys.setdlopenflags(flags | os.RTLD_DEEPBIND)
+    try:
+        import h5py
+    finally:
+        sys.setdlopenflags(flags)
+    return h5py
+
+
+h5py = _import_h5py()
 
 from data_prep.errors import InputError
 from data_prep.net_input import ZF_MEAN, crop_offset, net_input

@@ -73,7 +73,7 @@ SMALL = NetConfig(
     batch_size=4, test_batch_size=4,
     # From scratch rather than fine-tuned, so a larger rate (head still at 10x).
     base_lr=1e-3, stepsize=2000, max_iter=3000, snapshot=500, test_interval=100,
-    test_iter=10, display=10,
+    test_iter=10, display=10, dropout=0.0,
 )
 
 CONFIGS = {c.name: c for c in (ZF, SMALL)}

@@ -7,6 +7,7 @@ With the default batch of 1 it is the latency for one sequence, as the paper's 1
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,9 @@ import numpy as np
 
 from data_prep.errors import InputError
 from data_prep.labels import CONVENTIONS, decode_steps
+from data_prep.hdf5 import load_rows  # noqa: F401  (re-exported: the tools load rows from here)
 from data_prep.net_input import net_input
+from data_prep.preprocess import sequence_to_steps
 from models.config import N_STEPS
 
 FRAMES_BLOB, CONT_BLOB, OUTPUT_BLOB = "frames", "cont", "volume_pred"   # README, Blobs
@@ -35,6 +38,7 @@ def load_net(deploy, weights, crop: int | None = None, convention: str = "cycle"
              stored_size: int | None = None, gpu: int | None = None,
              description: dict | None = None) -> LoadedNet:
     """A caffe.Net in TEST phase from a deploy prototxt and a caffemodel."""
+    os.environ.setdefault("GLOG_minloglevel", "2")      # keep Caffe's net dump off the console
     import caffe
     for path, what in ((deploy, "deploy prototxt"), (weights, "caffemodel")):
         if not Path(path).is_file():
@@ -175,53 +179,9 @@ def predict_sequence(loaded: LoadedNet, seq, method: str = "fit") -> dict:
     """ED/ES (0-based original frames) of one CineSequence, with its step curve and time."""
     size = loaded.stored_size or loaded.crop
     tic = time.perf_counter()
-    steps = sequence_to_steps(seq.frames, size)                          # 20 x S x S uint8
+    steps = sequence_to_steps(seq.frames, size, where=seq.seq_id)        # 20 x S x S uint8
     curve = forward_steps(loaded, steps[None])[0]
     ed, es = decode_steps(curve, seq.n_frames, loaded.convention, method)
     return {"ed": int(ed), "es": int(es), "time_s": time.perf_counter() - tic,
             "curve": curve, "steps": steps}
 
-
-def sequence_to_steps(frames: np.ndarray, size: int) -> np.ndarray:
-    """T x H x W scanner frames -> 20 x S x S uint8 as the prepared HDF5 stores them (README)."""
-    import cv2
-    from data_prep.labels import step_positions
-    f = np.asarray(frames, dtype=np.float32)
-    n = f.shape[0]
-    pos = step_positions(n, N_STEPS)                 # cyclic linear interpolation in time
-    lo = np.floor(pos).astype(int)
-    w = (pos - lo)[:, None, None].astype(np.float32)
-    f = f[lo % n] * (1 - w) + f[(lo + 1) % n] * w
-    lo_v, hi_v = float(f.min()), float(f.max())      # squash to 0-255 per sequence
-    f = (f - lo_v) * (255.0 / (hi_v - lo_v)) if hi_v > lo_v else np.zeros_like(f)
-    h, w_ = f.shape[1:]
-    side = min(h, w_)                                # centre square, then resize
-    y0, x0 = (h - side) // 2, (w_ - side) // 2
-    f = f[:, y0:y0 + side, x0:x0 + side]
-    out = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in f])
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-
-
-def load_rows(list_file) -> dict:
-    """Rows named by a split list file, as arrays (README, HDF5 layout)."""
-    import h5py
-    list_file = Path(list_file)
-    if not list_file.is_file():
-        raise InputError(list_file, "split list not found")
-    entries = []
-    for line_no, line in enumerate(list_file.read_text().splitlines(), 1):
-        if line.strip():
-            parts = line.split()
-            if len(parts) != 2 or not parts[1].isdigit():
-                raise InputError(list_file, f"line {line_no}: expected '<h5 file> <row>'")
-            entries.append((list_file.parent / parts[0], int(parts[1])))
-    if not entries:
-        raise InputError(list_file, "split list is empty")
-    keys = ("frames", "label", "ed", "es", "n_frames", "seq_id", "group")
-    out = {k: [] for k in keys}
-    for h5_path, row in entries:
-        with h5py.File(h5_path, "r") as h5:
-            for k in keys:
-                out[k].append(h5[k][row])
-    return {k: np.stack(v) if k not in ("seq_id", "group") else [_text(x) for x in v]
-            for k, v in out.items()}

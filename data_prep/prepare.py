@@ -1,0 +1,222 @@
+"""Prepare a dataset: cine MRI in, <OUT>/sequences.h5 + split lists out (python -m data_prep.prepare -h)."""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from data_prep.errors import InputError
+from data_prep.hdf5 import H5_NAME, SequenceWriter
+from data_prep.labels import CONVENTIONS
+from data_prep.preprocess import DEFAULT_SIZE, PERCENTILES, prepare_sequence
+from data_prep.readers import SOURCES, find_sequences
+from data_prep.splits import DEFAULT_FOLDS, DEFAULT_SEED, assign_folds, write_splits
+from models.config import N_STEPS
+
+
+class Stop(Exception):
+    """--on-error stop met a problem (already printed)."""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line."""
+    p = argparse.ArgumentParser(prog="python -m data_prep.prepare", description=__doc__)
+    p.add_argument("--source", required=True, choices=SOURCES)
+    p.add_argument("input", help="input folder (acdc: the dataset root or one patient folder)")
+    p.add_argument("out", help="output folder (created; refused if it exists, unless --force)")
+    p.add_argument("--size", type=int, default=DEFAULT_SIZE, help="stored frame side S")
+    p.add_argument("--steps", type=int, default=N_STEPS, help="time steps per sequence")
+    p.add_argument("--label", choices=CONVENTIONS, default="cycle", help="Eq. 4 convention")
+    p.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help="patient-level folds")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="split seed")
+    p.add_argument("--labels", help="dicom: ED/ES CSV (series_uid,ed,es[,slice_position]); "
+                                    "default INPUT/labels.csv when present")
+    p.add_argument("--force", action="store_true", help="replace an existing OUT")
+    p.add_argument("--on-error", choices=("skip", "stop"), default="skip",
+                   help="a bad sequence is skipped (listed in the summary) or stops the run")
+    p.add_argument("--strict", action="store_true", help="exit non-zero if anything was skipped")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="decoding processes (1: no pool)")
+    args = p.parse_args(argv)
+    if args.size < 1 or args.steps < 2:
+        p.error("--size must be >= 1 and --steps >= 2")
+    return args
+
+
+def _prepare_one(job):
+    """Worker: load and preprocess one sequence; an InputError is returned, not raised."""
+    item, size, steps, convention = job
+    try:
+        seq = item.load()
+        return prepare_sequence(seq, size, steps, convention, where=item.path)
+    except InputError as exc:
+        return exc
+
+
+def _code_version() -> str:
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
+                             text=True, timeout=10, cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _library_versions() -> dict:
+    import cv2
+    import h5py
+    import nibabel
+    import pydicom
+    return {"python": sys.version.split()[0], "numpy": np.__version__, "h5py": h5py.__version__,
+            "pydicom": pydicom.__version__, "nibabel": nibabel.__version__, "opencv": cv2.__version__}
+
+
+def _results(jobs, workers: int):
+    if workers <= 1 or len(jobs) < 2:
+        yield from map(_prepare_one, jobs)
+        return
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    with ctx.Pool(min(workers, len(jobs))) as pool:
+        yield from pool.imap(_prepare_one, jobs, chunksize=4)
+
+
+def run(args) -> int:
+    """Prepare into a temporary folder beside OUT, then rename it to OUT; returns the exit code."""
+    from tqdm import tqdm
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        print(f"{out}: exists; pass --force to replace it", file=sys.stderr)
+        return 1
+    tic = time.perf_counter()
+    problems: list[InputError] = []
+
+    def problem(exc: InputError):
+        print(f"{'error' if args.on_error == 'stop' else 'skipped'}: {exc}", file=sys.stderr)
+        problems.append(exc)
+        if args.on_error == "stop":
+            raise Stop
+
+    found, scan_problems = find_sequences(args.source, args.input, args.labels)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
+    writer = None
+    try:
+        for exc in scan_problems:
+            problem(exc)
+        if not found:
+            print(f"{args.input}: no sequences to write", file=sys.stderr)
+            return 1
+        writer = SequenceWriter(tmp / H5_NAME, args.steps, args.size)
+        jobs = [(item, args.size, args.steps, args.label) for item in found]
+        groups, seen, resampled, unlabelled = [], set(), Counter(), 0
+        for item, result in tqdm(zip(found, _results(jobs, args.workers)), total=len(jobs),
+                                 unit="seq", desc="prepare", file=sys.stderr):
+            if isinstance(result, InputError):
+                problem(result)
+                continue
+            if result.seq_id in seen:
+                problem(InputError(item.path, "duplicate sequence: same series and slice as one already written"))
+                continue
+            seen.add(result.seq_id)
+            writer.append(result)
+            groups.append(result.group)
+            unlabelled += result.ed < 0
+            if result.n_frames != args.steps:
+                resampled[result.n_frames] += 1
+        if not groups:
+            print(f"{args.input}: every sequence was skipped; nothing written", file=sys.stderr)
+            return 1
+        splits = _splits(tmp, groups, args)
+        summary = {
+            "written": len(groups), "patients": len(set(groups)), "unlabelled": unlabelled,
+            "skipped": len(problems),
+            "skipped_reasons": dict(Counter(p.problem for p in problems)),
+            "resampled_from_frames": {str(k): v for k, v in sorted(resampled.items())},
+        }
+        writer.close(_provenance(args, summary, splits))
+        writer = None
+        _publish(tmp, out)
+    except Stop:
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: nothing written", file=sys.stderr)
+        return 130
+    finally:
+        if writer is not None:
+            writer.abort()
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    _print_summary(out, summary, splits, args, time.perf_counter() - tic)
+    return 1 if (args.strict and problems) else 0
+
+
+def _splits(folder: Path, groups: list[str], args) -> dict:
+    try:
+        assign_folds(groups, args.folds, args.seed)
+    except ValueError as exc:          # too few patients: all.txt only, said in the summary
+        (folder / "all.txt").write_text("".join(f"{H5_NAME} {r}\n" for r in range(len(groups))))
+        return {"k": 0, "note": f"no folds: {exc}"}
+    return write_splits(folder, groups, H5_NAME, args.folds, args.seed)
+
+
+def _provenance(args, summary: dict, splits: dict) -> dict:
+    return {
+        "source": args.source,
+        "input": os.path.basename(os.path.normpath(args.input)),   # basename only: paths may hold names
+        "parameters": {"size": args.size, "steps": args.steps, "label": args.label,
+                       "folds": args.folds, "seed": args.seed, "on_error": args.on_error,
+                       "squash_percentiles": list(PERCENTILES), "square": "centre crop",
+                       "time": "cyclic linear at step_positions(T, steps)",
+                       "resize": "cv2 INTER_AREA (shrink) / INTER_LINEAR (enlarge)"},
+        "counts": summary,
+        "splits": {k: v for k, v in splits.items() if k != "folds"},
+        "code_version": _code_version(),
+        "libraries": _library_versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Rename the finished folder onto OUT; an old OUT (--force) is moved aside first, then removed."""
+    old = None
+    if out.exists():
+        old = out.with_name(f"{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+
+
+def _print_summary(out: Path, s: dict, splits: dict, args, seconds: float) -> None:
+    print(f"wrote {s['written']} sequences of {s['patients']} patients to {out / H5_NAME} "
+          f"in {seconds:.1f} s ({s['written'] / max(seconds, 1e-9):.1f} sequences/s)")
+    if s["unlabelled"]:
+        print(f"  {s['unlabelled']} sequences have no ED/ES (ed = es = -1, label NaN)")
+    for n, count in s["resampled_from_frames"].items():
+        print(f"  resampled {n} -> {args.steps} frames: {count} sequences")
+    print(f"  skipped {s['skipped']}" + (":" if s["skipped"] else ""))
+    for reason, count in sorted(s["skipped_reasons"].items()):
+        print(f"    {count} x {reason}")
+    if splits.get("k"):
+        print(f"  {splits['k']} patient-level folds (seed {splits['seed']}): fold<k>_train.txt, "
+              f"fold<k>_test.txt, all.txt, splits.json")
+    else:
+        print(f"  {splits['note']}; wrote all.txt only")
+
+
+def main(argv=None) -> int:
+    """Entry point."""
+    return run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

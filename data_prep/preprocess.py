@@ -1,0 +1,108 @@
+"""One cine sequence -> the stored row: robust 0-255 squash, square crop, resize, 20-step cyclic resampling, Eq. 4 label."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from data_prep.errors import InputError
+from data_prep.labels import step_positions, volume_label
+from data_prep.sequence import CineSequence
+from models.config import N_STEPS
+
+DEFAULT_SIZE = 224                 # stored side S (README, HDF5 layout); the nets crop from it
+PERCENTILES = (1.0, 99.0)          # robust squash: a few bright pixels (fat, flow) do not set the range
+
+
+@dataclass
+class PreparedRow:
+    """What one HDF5 row holds (README, HDF5 layout)."""
+    frames: np.ndarray        # n_steps x S x S uint8
+    label: np.ndarray         # n_steps float32 (NaN when the sequence has no ED/ES)
+    ed: int                   # original 0-based frame, -1 when unlabelled
+    es: int
+    n_frames: int
+    seq_id: str
+    group: str
+
+
+def check_frames(frames: np.ndarray, where) -> None:
+    """InputError for what no preprocessing can fix: wrong shape, NaN/inf, a constant frame."""
+    if frames.ndim != 3 or min(frames.shape) < 1:
+        raise InputError(where, f"expected T x H x W frames, got shape {frames.shape}")
+    if frames.shape[0] < 2:
+        raise InputError(where, f"a cine needs at least 2 frames, got {frames.shape[0]}")
+    bad = ~np.isfinite(frames)
+    if bad.any():
+        t = int(np.argwhere(bad.reshape(frames.shape[0], -1).any(axis=1))[0, 0])
+        raise InputError(where, f"NaN or infinite pixel values (first in frame {t})")
+    flat = frames.reshape(frames.shape[0], -1)
+    constant = np.flatnonzero(flat.max(axis=1) == flat.min(axis=1))
+    if constant.size:
+        raise InputError(where, f"constant image: frame {int(constant[0])} has a single value"
+                                + (f" ({constant.size} such frames)" if constant.size > 1 else ""))
+
+
+def squash(frames: np.ndarray, percentiles=PERCENTILES) -> np.ndarray:
+    """Per sequence: map the [p_lo, p_hi] percentiles of all pixels to [0, 255], clip outside."""
+    lo, hi = np.percentile(frames, percentiles)
+    if hi <= lo:                    # mostly one value (e.g. a large black background): use the range
+        lo, hi = float(frames.min()), float(frames.max())
+    return np.clip((frames.astype(np.float32) - lo) * (255.0 / (hi - lo)), 0.0, 255.0)
+
+
+def centre_square(frames: np.ndarray) -> np.ndarray:
+    """Centre crop T x H x W to T x m x m, m = min(H, W) (keeps the aspect ratio; the heart is central)."""
+    h, w = frames.shape[1:]
+    side = min(h, w)
+    y0, x0 = (h - side) // 2, (w - side) // 2
+    return frames[:, y0:y0 + side, x0:x0 + side]
+
+
+def resample_cycle(frames: np.ndarray, n_steps: int = N_STEPS) -> np.ndarray:
+    """n_steps frames at step_positions(T, n_steps): cyclic linear interpolation (last frame -> first)."""
+    n = frames.shape[0]
+    pos = step_positions(n, n_steps)
+    lo = np.floor(pos).astype(int)
+    w = (pos - lo).astype(np.float32)[:, None, None]
+    return frames[lo % n] * (1 - w) + frames[(lo + 1) % n] * w
+
+
+def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """Each square frame to size x size: area averaging to shrink, bilinear to enlarge."""
+    if frames.shape[1] == size:
+        return frames
+    method = cv2.INTER_AREA if frames.shape[1] > size else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(f, (size, size), interpolation=method) for f in frames])
+
+
+def sequence_to_steps(frames: np.ndarray, size: int = DEFAULT_SIZE, n_steps: int = N_STEPS,
+                      where="sequence") -> np.ndarray:
+    """T x H x W scanner frames -> n_steps x size x size uint8, the stored form (README)."""
+    frames = np.asarray(frames, dtype=np.float32)
+    check_frames(frames, where)
+    x = squash(frames)                         # per-sequence range, on the original frames
+    x = centre_square(x)
+    x = resample_cycle(x, n_steps)             # linear in time and space: order does not matter,
+    x = resize_frames(x, size)                 # resampling first resizes only n_steps frames
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def step_label(n_frames: int, ed, es, n_steps: int = N_STEPS, convention: str = "cycle") -> np.ndarray:
+    """Eq. 4 at the step positions, float32; NaN for an unlabelled sequence."""
+    if ed is None or es is None:
+        return np.full(n_steps, np.nan, np.float32)
+    return volume_label(step_positions(n_frames, n_steps), n_frames, ed, es, convention).astype(np.float32)
+
+
+def prepare_sequence(seq: CineSequence, size: int = DEFAULT_SIZE, n_steps: int = N_STEPS,
+                     convention: str = "cycle", where="sequence") -> PreparedRow:
+    """A CineSequence -> its HDF5 row; InputError for bad frames or labels."""
+    frames = sequence_to_steps(seq.frames, size, n_steps, where)
+    try:
+        label = step_label(seq.n_frames, seq.ed, seq.es, n_steps, convention)
+    except ValueError as exc:           # volume_label's own checks (range, ED == ES)
+        raise InputError(where, f"bad ED/ES labels: {exc}") from None
+    return PreparedRow(frames, label, -1 if seq.ed is None else int(seq.ed),
+                       -1 if seq.es is None else int(seq.es), seq.n_frames, seq.seq_id, seq.group)

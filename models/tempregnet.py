@@ -1,0 +1,163 @@
+"""TempReg-Net defined once with caffe.net_spec: ZF trunk, per-frame feature, 20-step LSTM, per-step head, losses, solver."""
+from __future__ import annotations
+
+import json
+import math
+
+from caffe import layers as L
+from caffe import params as P
+from caffe.net_spec import NetSpec
+from caffe.proto import caffe_pb2
+
+from models.config import NetConfig, Variant
+
+PHASES = ("train", "test", "deploy")
+DEFAULT_DATA_DIR = "data/prepared"   # where the committed train/test nets read fold 0 from
+
+# Learning-rate multipliers (weights, biases): Caffe's usual 2x for biases, no decay on biases.
+FINETUNE = [dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]
+ZERO = dict(type="constant", value=0)
+
+
+def conv_side(size: int, kernel: int, stride: int, pad: int) -> int:
+    """Output side of a Caffe convolution (floor)."""
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+def pool_side(size: int, kernel: int, stride: int, pad: int) -> int:
+    """Output side of a Caffe pooling layer (ceil, clipped so the last window starts inside the padded input)."""
+    out = int(math.ceil((size + 2 * pad - kernel) / stride)) + 1
+    if pad and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def pool5_side(crop: int) -> int:
+    """pool5 side of the ZF trunk for a crop x crop input (conv1 7/2 p3, pool 3/2 p1, conv2 5/2 p2, pool 3/2 p1, pool5 3/2)."""
+    side = pool_side(conv_side(crop, 7, 2, 3), 3, 2, 1)
+    side = pool_side(conv_side(side, 5, 2, 2), 3, 2, 1)
+    return pool_side(side, 3, 2, 0)          # conv3..conv5 keep the side (3x3, pad 1)
+
+
+def _conv_relu(n, bottom, index: int, width: int, kernel: int, stride: int, pad: int):
+    conv = L.Convolution(bottom, num_output=width, kernel_size=kernel, stride=stride, pad=pad,
+                         param=FINETUNE, weight_filler=dict(type="msra"), bias_filler=ZERO)
+    n[f"conv{index}"] = conv
+    n[f"relu{index}"] = L.ReLU(conv, in_place=True, name=f"relu{index}")
+    return conv
+
+
+def _lrn_pool(n, bottom, index: int, pad: int):
+    # ZF's LRN: local_size 3, alpha 5e-5, beta 0.75 within each channel (py-faster-rcnn ZF).
+    n[f"norm{index}"] = L.LRN(bottom, local_size=3, alpha=5e-5, beta=0.75,
+                              norm_region=P.LRN.WITHIN_CHANNEL)
+    n[f"pool{index}"] = L.Pooling(n[f"norm{index}"], pool=P.Pooling.MAX, kernel_size=3, stride=2, pad=pad)
+    return n[f"pool{index}"]
+
+
+def _fc(n, name: str, bottom, width: int, dropout: float | None, suffix: str):
+    n[name] = L.InnerProduct(bottom, num_output=width, param=FINETUNE,
+                             weight_filler=dict(type="xavier"), bias_filler=ZERO)
+    n[f"relu{suffix}"] = L.ReLU(n[name], in_place=True, name=f"relu{suffix}")
+    if dropout:
+        n[f"drop{suffix}"] = L.Dropout(n[name], dropout_ratio=dropout, in_place=True, name=f"drop{suffix}")
+    return n[name]
+
+
+def zf_trunk(n, frames, cfg: NetConfig):
+    """conv1..fc7 with the ImageNet ZF layer names, then fc_frame: (T*N) x q per-frame features."""
+    got = pool5_side(cfg.crop)
+    assert got == cfg.pool5_size, f"{cfg.name}: crop {cfg.crop} gives pool5 {got} x {got}, config says {cfg.pool5_size}"
+    w1, w2, w3, w4, w5 = cfg.conv_widths
+    x = _lrn_pool(n, _conv_relu(n, frames, 1, w1, 7, 2, 3), 1, pad=1)
+    x = _lrn_pool(n, _conv_relu(n, x, 2, w2, 5, 2, 2), 2, pad=1)
+    x = _conv_relu(n, x, 3, w3, 3, 1, 1)
+    x = _conv_relu(n, x, 4, w4, 3, 1, 1)
+    x = _conv_relu(n, x, 5, w5, 3, 1, 1)
+    n.pool5 = L.Pooling(x, pool=P.Pooling.MAX, kernel_size=3, stride=2)   # w5 x 6 x 6 for zf
+    x = _fc(n, "fc6", n.pool5, cfg.fc_width, cfg.dropout, "6")
+    x = _fc(n, "fc7", x, cfg.fc_width, cfg.dropout, "7")
+    # New name, so -weights with the ImageNet model leaves it at its filler; x_t in R^q.
+    return _fc(n, "fc_frame", x, cfg.feature_dim, None, "_frame")
+
+
+def _data_param(cfg: NetConfig, source: str, batch_size: int, train: bool, seed: int) -> str:
+    return json.dumps(dict(source=source, batch_size=batch_size, crop=cfg.crop,
+                           n_steps=cfg.n_steps, train=train, seed=seed), sort_keys=True)
+
+
+def net_proto(cfg: NetConfig, variant: Variant, phase: str, source: str | None = None,
+              batch_size: int | None = None, seed: int = 0) -> caffe_pb2.NetParameter:
+    """The train, test or deploy net of one configuration and Table 1 variant."""
+    if phase not in PHASES:
+        raise ValueError(f"unknown phase {phase!r}; expected one of {PHASES}")
+    n = NetSpec()
+    t = cfg.n_steps
+    if phase == "deploy":
+        batch_size = batch_size or 1       # any N: reshape frames and cont, the net follows
+        n.frames = L.Input(shape=dict(dim=[t * batch_size, 3, cfg.crop, cfg.crop]))
+        n.cont = L.Input(shape=dict(dim=[t, batch_size]))
+    else:
+        train = phase == "train"
+        batch_size = batch_size or (cfg.batch_size if train else cfg.test_batch_size)
+        source = source or f"{DEFAULT_DATA_DIR}/fold0_{phase}.txt"
+        n.frames, n.cont, n.label = L.Python(
+            module="layers.sequence_data", layer="SequenceData", ntop=3, name="data",
+            param_str=_data_param(cfg, source, batch_size, train, seed))
+    feature = zf_trunk(n, n.frames, cfg)                               # (T*N) x q
+    n.fc_frame_steps = L.Reshape(feature, shape=dict(dim=[t, -1, cfg.feature_dim]))  # T x N x q
+    if variant.use_lstm:
+        init = dict(type="uniform", min=-cfg.lstm_init, max=cfg.lstm_init)
+        n.lstm1 = L.LSTM(n.fc_frame_steps, n.cont, recurrent_param=dict(
+            num_output=cfg.lstm_hidden, weight_filler=init, bias_filler=init))   # T x N x hidden
+        steps = n.lstm1
+    else:
+        n.cont_unused = L.Silence(n.cont, ntop=0)   # CNN + Reg ignores sequence boundaries
+        steps = n.fc_frame_steps
+    head = L.InnerProduct(steps, num_output=1, axis=2, name="volume_pred",
+                          param=[dict(lr_mult=cfg.head_lr_mult, decay_mult=1),
+                                 dict(lr_mult=2 * cfg.head_lr_mult, decay_mult=0)],
+                          weight_filler=dict(type="gaussian", std=0.01), bias_filler=ZERO)
+    if phase == "deploy":
+        n.volume_pred_steps = head                                         # T x N x 1
+        n.volume_pred = L.Reshape(head, shape=dict(dim=[t, -1]), name="volume_pred_reshape")  # T x N
+        return n.to_proto()
+    n.volume_pred = head                                                   # T x N x 1
+    # Eq. 3: L2 (Caffe: sum over T x N / 2T) + beta x Eq. 2 (mean over the N sequences).
+    n.l2_loss = L.EuclideanLoss(n.volume_pred, n.label)
+    if variant.beta:
+        n.temporal_loss = L.Python(n.volume_pred, n.label, module="layers.temporal_loss",
+                                   layer="TemporalStructuredLoss", param_str="{}",
+                                   loss_weight=variant.beta)
+    return n.to_proto()
+
+
+def solver_proto(cfg: NetConfig, train_net: str, test_net: str | None, snapshot_prefix: str,
+                 max_iter: int | None = None, test_iter: int | None = None, seed: int = 0,
+                 gpu: bool = True) -> caffe_pb2.SolverParameter:
+    """SGD with momentum and a step policy (section 3); solver_mode GPU as the paper ran."""
+    s = caffe_pb2.SolverParameter()
+    s.train_net = train_net
+    if test_net:
+        s.test_net.append(test_net)
+        s.test_iter.append(test_iter or cfg.test_iter)
+        s.test_interval = cfg.test_interval
+    s.type = "SGD"
+    s.base_lr = cfg.base_lr
+    s.momentum = cfg.momentum
+    s.weight_decay = cfg.weight_decay
+    s.lr_policy = "step"
+    s.gamma = cfg.gamma
+    s.stepsize = cfg.stepsize
+    s.max_iter = max_iter or cfg.max_iter
+    s.display = cfg.display
+    s.snapshot = cfg.snapshot
+    s.snapshot_prefix = snapshot_prefix
+    s.random_seed = seed
+    s.solver_mode = caffe_pb2.SolverParameter.GPU if gpu else caffe_pb2.SolverParameter.CPU
+    return s
+
+
+def file_stem(cfg: NetConfig, variant: Variant) -> str:
+    """Base name of a configuration's variant files in prototxt/ ('zf_tempreg')."""
+    return f"{cfg.name}_{variant.name}"

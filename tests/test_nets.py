@@ -1,0 +1,203 @@
+"""Generated nets: prototxt sync, stock-Caffe parsing, blob shapes, forward/backward, LSTM cont resets, variants."""
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+import caffe  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from caffe.proto import caffe_pb2  # noqa: E402
+from google.protobuf import text_format  # noqa: E402
+
+from fixtures_h5 import write_prepared  # noqa: E402
+from models import generate  # noqa: E402
+from models.config import CONFIGS, DEFAULT_BETA, VARIANTS, get_config, get_variant  # noqa: E402
+from models.tempregnet import file_stem, pool5_side  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTOTXT = ROOT / "prototxt"
+LEARNABLE = ("Convolution", "InnerProduct", "LSTM")
+
+
+def read_net(path) -> caffe_pb2.NetParameter:
+    return text_format.Parse(Path(path).read_text(), caffe_pb2.NetParameter())
+
+
+def with_source(net: caffe_pb2.NetParameter, source: Path, tmp_path: Path, name: str,
+                batch_size: int | None = None) -> str:
+    """Write a copy of a committed train/test net whose data layer reads source (and batch_size)."""
+    for layer in net.layer:
+        if layer.type == "Python" and layer.python_param.layer == "SequenceData":
+            params = json.loads(layer.python_param.param_str)
+            params["source"] = str(source)
+            if batch_size:
+                params["batch_size"] = batch_size
+            layer.python_param.param_str = json.dumps(params)
+    path = tmp_path / name
+    path.write_text(text_format.MessageToString(net))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    return write_prepared(tmp_path_factory.mktemp("small"), n_seq=6, size=get_config("small").stored_size, seed=2)
+
+
+def test_prototxt_in_sync_with_models(tmp_path):
+    generate.main(["--out", str(tmp_path)])
+    generated = sorted(p.name for p in tmp_path.glob("*.prototxt"))
+    committed = sorted(p.name for p in PROTOTXT.glob("*.prototxt"))
+    assert generated == committed, "run `make prototxt`"
+    for name in generated:
+        assert (tmp_path / name).read_bytes() == (PROTOTXT / name).read_bytes(), f"{name} drifted; run `make prototxt`"
+    assert len(generated) == len(CONFIGS) * len(VARIANTS) * 4
+
+
+def test_every_file_parses_with_stock_caffe():
+    caffe.set_mode_cpu()
+    for cfg in CONFIGS.values():
+        for variant in VARIANTS.values():
+            stem = file_stem(cfg, variant)
+            for phase in ("train", "test"):
+                assert len(read_net(PROTOTXT / f"{stem}_{phase}.prototxt").layer) > 20
+            solver = text_format.Parse((PROTOTXT / f"{stem}_solver.prototxt").read_text(), caffe_pb2.SolverParameter())
+            assert solver.solver_mode == caffe_pb2.SolverParameter.GPU
+            assert solver.lr_policy == "step" and solver.momentum == pytest.approx(0.9)
+            assert (ROOT / solver.train_net).is_file() and (ROOT / solver.test_net[0]).is_file()
+            if cfg.name == "small":   # the zf deploy nets are instantiated in the shape tests below
+                caffe.Net(str(PROTOTXT / f"{stem}_deploy.prototxt"), caffe.TEST)
+
+
+def test_zf_input_gives_6x6_pool5():
+    assert pool5_side(192) == 6, "the ImageNet ZF fc6 needs 6 x 6 x 256 = 9216 inputs"
+    assert pool5_side(224) == 7, "224 px would not load the ImageNet fc6 unchanged"
+    assert get_config("zf").crop <= get_config("zf").stored_size
+
+
+def test_variants_differ_only_as_table1_says():
+    layers = {}
+    for name in VARIANTS:
+        net = read_net(PROTOTXT / f"zf_{name}_train.prototxt")
+        layers[name] = {layer.name: layer for layer in net.layer}
+    assert "lstm1" not in layers["cnn_reg"] and "temporal_loss" not in layers["cnn_reg"]
+    assert "lstm1" in layers["tempreg_notsc"] and "temporal_loss" not in layers["tempreg_notsc"]
+    assert layers["tempreg"]["temporal_loss"].loss_weight == [DEFAULT_BETA]
+    assert list(layers["tempreg"]["volume_pred"].bottom) == ["lstm1"]
+    assert list(layers["cnn_reg"]["volume_pred"].bottom) == ["fc_frame_steps"]
+    for name in ("tempreg_notsc", "tempreg"):
+        assert [n for n in layers[name] if n != "temporal_loss"] == [n for n in layers["tempreg"] if n != "temporal_loss"]
+
+
+def test_every_learnable_layer_has_fillers_and_the_paper_learning_rates():
+    for path in PROTOTXT.glob("*_train.prototxt"):
+        for layer in read_net(path).layer:
+            if layer.type in LEARNABLE:
+                sub = layer.recurrent_param if layer.type == "LSTM" else (
+                    layer.convolution_param if layer.type == "Convolution" else layer.inner_product_param)
+                assert sub.HasField("weight_filler") and sub.HasField("bias_filler"), f"{path.name}:{layer.name}"
+            if layer.name == "lstm1":
+                for filler in (layer.recurrent_param.weight_filler, layer.recurrent_param.bias_filler):
+                    assert (filler.type, filler.min, filler.max) == ("uniform", pytest.approx(-0.01), pytest.approx(0.01))
+            if layer.name == "volume_pred":
+                assert layer.param[0].lr_mult == 10 and layer.inner_product_param.axis == 2
+            if layer.name in ("conv1", "fc6"):
+                assert layer.param[0].lr_mult == 1
+
+
+def test_deploy_trunk_is_the_test_trunk():
+    for cfg in CONFIGS.values():
+        for variant in VARIANTS.values():
+            stem = file_stem(cfg, variant)
+            test_layers = {layer.name: layer for layer in read_net(PROTOTXT / f"{stem}_test.prototxt").layer}
+            for layer in read_net(PROTOTXT / f"{stem}_deploy.prototxt").layer:
+                if layer.type in ("Input", "Reshape") and layer.name not in test_layers:
+                    continue
+                ref = test_layers[layer.name]
+                assert (layer.type, list(layer.bottom), layer.param) == (ref.type, list(ref.bottom), ref.param), layer.name
+                assert layer.inner_product_param == ref.inner_product_param
+                assert layer.convolution_param == ref.convolution_param
+                assert layer.recurrent_param == ref.recurrent_param
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_small_train_nets_run_forward_backward_with_contract_shapes(tmp_path, small_data, variant):
+    cfg, n = get_config("small"), 3
+    path = with_source(read_net(PROTOTXT / f"small_{variant}_train.prototxt"), small_data / "all.txt",
+                       tmp_path, "train.prototxt", batch_size=n)
+    caffe.set_mode_cpu()
+    net = caffe.Net(path, caffe.TRAIN)
+    out = net.forward()
+    net.backward()
+    t = cfg.n_steps
+    assert net.blobs["frames"].data.shape == (t * n, 3, cfg.crop, cfg.crop)
+    assert net.blobs["fc_frame_steps"].data.shape == (t, n, cfg.feature_dim)
+    assert net.blobs["volume_pred"].data.shape == (t, n, 1)
+    if get_variant(variant).use_lstm:
+        assert net.blobs["lstm1"].data.shape == (t, n, cfg.lstm_hidden)
+    assert all(np.isfinite(v).all() for v in out.values())
+    assert np.abs(net.params["conv1"][0].diff).sum() > 0, "gradient should reach the first layer"
+    assert np.abs(net.params["volume_pred"][0].diff).sum() > 0
+
+
+def test_zf_shapes_and_forward_backward_n1(tmp_path_factory):
+    """The faithful ZF net on one sequence: 20 x 1 x 1024 into the LSTM, 20 x 1 x 1 out, fc6 9216 inputs."""
+    cfg = get_config("zf")
+    data = write_prepared(tmp_path_factory.mktemp("zf"), n_seq=1, size=cfg.stored_size, seed=4)
+    path = with_source(read_net(PROTOTXT / "zf_tempreg_train.prototxt"), data / "all.txt",
+                       tmp_path_factory.mktemp("zfnet"), "train.prototxt", batch_size=1)
+    caffe.set_mode_cpu()
+    net = caffe.Net(path, caffe.TRAIN)
+    net.forward()
+    net.backward()
+    t = cfg.n_steps
+    assert net.blobs["pool5"].data.shape == (t, 256, 6, 6)
+    assert net.params["fc6"][0].data.shape == (4096, 9216)
+    assert net.blobs["fc_frame_steps"].data.shape == (t, 1, 1024)
+    assert net.blobs["lstm1"].data.shape == (t, 1, cfg.lstm_hidden)
+    assert net.blobs["volume_pred"].data.shape == (t, 1, 1)
+    assert np.isfinite(net.blobs["l2_loss"].data).all() and np.abs(net.params["conv1"][0].diff).sum() > 0
+
+
+def deploy_net(variant="tempreg", config="small"):
+    caffe.set_mode_cpu()
+    return caffe.Net(str(PROTOTXT / f"{config}_{variant}_deploy.prototxt"), caffe.TEST)
+
+
+def run_deploy(net, frames, cont):
+    """Forward a deploy net on (T*N) x 3 x C x C frames and T x N cont; returns T x N predictions."""
+    net.blobs["frames"].reshape(*frames.shape)
+    net.blobs["cont"].reshape(*cont.shape)
+    net.blobs["frames"].data[...] = frames
+    net.blobs["cont"].data[...] = cont
+    return net.forward()["volume_pred"].copy()
+
+
+def test_deploy_any_batch_and_lstm_cont_resets():
+    cfg = get_config("small")
+    t, c = cfg.n_steps, cfg.crop
+    rng = np.random.default_rng(0)
+    seq_a, seq_b = (rng.normal(0, 50, (t, 3, c, c)).astype(np.float32) for _ in range(2))
+    fresh_cont = np.ones((t, 1), np.float32)
+    fresh_cont[0] = 0
+    net = deploy_net()
+    # LSTM weights at U[-0.01, 0.01] barely carry state: enlarge them so a leak would show.
+    for blob in net.params["lstm1"]:
+        blob.data[...] *= 100
+    alone_b = run_deploy(net, seq_b, fresh_cont)
+    assert alone_b.shape == (t, 1)
+
+    # Two sequences side by side (row t*N + n) give the same outputs as each alone.
+    both = np.stack([seq_a, seq_b], axis=1).reshape(t * 2, 3, c, c)
+    pair = run_deploy(net, both, np.repeat(fresh_cont, 2, axis=1))
+    assert pair.shape == (t, 2)
+    np.testing.assert_allclose(pair[:, 1], alone_b[:, 0], rtol=1e-4, atol=1e-6)
+
+    # cont = 0 at step 0 discards the state left by the previous forward pass...
+    run_deploy(net, seq_a, fresh_cont)
+    np.testing.assert_allclose(run_deploy(net, seq_b, fresh_cont), alone_b, rtol=1e-4, atol=1e-6)
+    # ...and without the reset the state of sequence A leaks into B (so the check above can fail).
+    run_deploy(net, seq_a, fresh_cont)
+    leaked = run_deploy(net, seq_b, np.ones((t, 1), np.float32))
+    assert np.abs(leaked - alone_b).max() > 1e-4

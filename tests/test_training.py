@@ -1,0 +1,110 @@
+"""tools.train on a synthetic disc cohort: the loss falls, held-out RMSE beats a constant, run dir, resume, CLI errors."""
+import json
+import os
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+import caffe  # noqa: E402
+import h5py  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from caffe.proto import caffe_pb2  # noqa: E402
+from google.protobuf import text_format  # noqa: E402
+
+from data_prep.net_input import net_input  # noqa: E402
+from fixtures_h5 import write_prepared  # noqa: E402
+from models.config import get_config  # noqa: E402
+from tools import train as train_tool  # noqa: E402
+from tools.plot_training import parse_log  # noqa: E402
+
+ITERS = 150
+N_SEQ, N_TEST = 48, 12
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    cfg = get_config("small")
+    data = write_prepared(tmp_path_factory.mktemp("cohort"), N_SEQ, cfg.stored_size, seed=5, n_test=N_TEST)
+    run_dir = tmp_path_factory.mktemp("runs") / "small_tempreg"
+    final = train_tool.train(data, 0, "tempreg", "small", ITERS, out=run_dir, seed=1)
+    return data, run_dir, final
+
+
+def predict(run_dir, model, frames):
+    """Deploy net of the run on M x T x S x S stored frames, centre crop: M x T predictions."""
+    cfg = get_config("small")
+    caffe.set_mode_cpu()
+    net = caffe.Net(str(run_dir / "small_tempreg_deploy.prototxt"), str(model), caffe.TEST)
+    t, m = cfg.n_steps, len(frames)
+    batch = np.stack([net_input(seq, cfg.crop) for seq in frames], axis=1)   # T x M x 3 x C x C
+    cont = np.ones((t, m), np.float32)
+    cont[0] = 0
+    net.blobs["frames"].reshape(t * m, 3, cfg.crop, cfg.crop)
+    net.blobs["cont"].reshape(t, m)
+    net.blobs["frames"].data[...] = batch.reshape(t * m, 3, cfg.crop, cfg.crop)
+    net.blobs["cont"].data[...] = cont
+    return net.forward()["volume_pred"].T.copy()
+
+
+def test_training_lowers_the_loss(trained):
+    _, run_dir, _ = trained
+    losses = [v for _, v in parse_log(run_dir / "train.log")["train"]["loss"]]
+    assert np.mean(losses[-3:]) < 0.3 * losses[0], losses
+
+
+def test_beats_a_constant_predictor_on_held_out_sequences(trained):
+    data, run_dir, final = trained
+    with h5py.File(data / "sequences.h5", "r") as f:
+        frames, labels = f["frames"][:], f["label"][:]
+    train_rows, test_rows = slice(0, N_SEQ - N_TEST), slice(N_SEQ - N_TEST, N_SEQ)
+    pred = predict(run_dir, final, frames[test_rows])
+    rmse_net = np.sqrt(np.mean((pred - labels[test_rows]) ** 2))
+    constant = labels[train_rows].mean()           # the best constant the training set suggests
+    rmse_const = np.sqrt(np.mean((constant - labels[test_rows]) ** 2))
+    assert rmse_net < 0.6 * rmse_const, (rmse_net, rmse_const)
+
+
+def test_run_directory_is_complete(trained):
+    data, run_dir, final = trained
+    assert (run_dir / "final_model.txt").read_text().strip() == str(final)
+    assert final.is_file() and final.name == f"small_tempreg_iter_{ITERS}.caffemodel"
+    settings = json.loads((run_dir / "settings.json").read_text())
+    assert settings["variant"] == "tempreg" and settings["iters"] == ITERS and settings["beta"] == 1.0
+    assert settings["imagenet_init"] is False and settings["n_test"] == N_TEST
+    solver = text_format.Parse((run_dir / "small_tempreg_solver.prototxt").read_text(), caffe_pb2.SolverParameter())
+    expected_mode = caffe_pb2.SolverParameter.GPU if settings["solver_mode"] == "GPU" else caffe_pb2.SolverParameter.CPU
+    assert solver.solver_mode == expected_mode
+    assert solver.train_net == str(run_dir / "small_tempreg_train.prototxt")
+    train_net = (run_dir / "small_tempreg_train.prototxt").read_text()
+    assert str(data / "fold0_train.txt").replace("/", "\\/") in train_net or str(data / "fold0_train.txt") in train_net
+    assert (run_dir / "training_curves.png").stat().st_size > 1000
+
+
+def test_resume_continues_from_the_newest_solverstate(trained):
+    _, run_dir, _ = trained
+    final = train_tool.train(None, 0, out=run_dir, resume=True, iters=ITERS + 10)
+    assert final.name == f"small_tempreg_iter_{ITERS + 10}.caffemodel"
+    assert (run_dir / "final_model.txt").read_text().strip() == str(final)
+    log = (run_dir / "train.log").read_text()
+    assert f"Resuming from {run_dir / 'snapshots' / f'small_tempreg_iter_{ITERS}.solverstate'}" in log
+
+
+def test_existing_run_dir_is_refused_without_force(trained, capsys):
+    data, run_dir, _ = trained
+    code = train_tool.main(["--data", str(data), "--fold", "0", "--iters", "5", "--out", str(run_dir)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "run directory exists" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--fold", "0", "--iters", "5", "--data", "/nonexistent/prepared"], "prepared data folder not found"),
+    (["--fold", "0", "--iters", "5", "--config", "zf", "--data", "."], "needs --weights"),
+    (["--fold", "9", "--iters", "5"], "split list for fold 9 not found"),
+])
+def test_bad_arguments_exit_1_with_one_line(trained, tmp_path, capsys, args, message):
+    data = trained[0]
+    if "--data" not in args:
+        args = args + ["--data", str(data)]
+    code = train_tool.main(args + ["--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and message in err and len(err.splitlines()) == 1, err
