@@ -11,7 +11,14 @@ GPU         ?= 0
 CAFFE_SRC   ?=
 export GPU CAFFE_SRC
 
-.PHONY: help venv caffe prototxt test test-fast demo bench clean
+# `make train` settings
+DATA    ?= data/prepared
+FOLD    ?= 0
+VARIANT ?= tempreg
+CONFIG  ?= small
+ITERS   ?= 2000
+
+.PHONY: help venv caffe prototxt test test-fast demo bench clean train fetch-weights synthetic
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,6 +46,20 @@ test: caffe  ## run the test suite
 
 test-fast: caffe  ## the tests without the slow training ones
 	$(PY) -m pytest -q -m "not slow"
+
+synthetic: venv  ## write the synthetic DICOM cohort to data/synthetic
+	$(PY) -m data_prep.synthetic data/synthetic --patients 24 --seed 0 --format dicom
+
+train: caffe  ## train one variant: make train DATA=data/prepared FOLD=0 VARIANT=tempreg CONFIG=small ITERS=2000 [WEIGHTS=...]
+	$(PY) -m tools.train --data $(DATA) --fold $(FOLD) --variant $(VARIANT) --config $(CONFIG) --iters $(ITERS) \
+	  $(if $(WEIGHTS),--weights $(WEIGHTS),$(if $(filter zf,$(CONFIG)),--no-weights,))
+
+fetch-weights: caffe  ## download the ImageNet ZF model (md5-checked) into data/imagenet/ (FROM=local file)
+	$(PY) -m tools.fetch_imagenet_zf $(if $(FROM),--from $(FROM),)
+
+bench: caffe  ## print speed figures: nets (zf, small) and DICOM -> HDF5 preparation
+	$(PY) -m tools.bench_net
+	$(PY) -m tools.bench_prepare
 
 clean:  ## remove the venv and generated data (not the Caffe cache)
 	rm -rf $(VENV) data runs results

@@ -26,6 +26,11 @@ class NiftiSequenceSource:
     es: int | None = None
     meta: dict = field(default_factory=dict)
 
+    @property
+    def where(self) -> str:
+        """The file and slice, for messages."""
+        return f"{self.path} (slice {self.slice_index + 1} of the 4D volume)"
+
     def load(self) -> CineSequence:
         """T x H x W frames of the slice (H = NIfTI y, W = NIfTI x)."""
         volume = _volume(self.path)

@@ -15,8 +15,8 @@ from data_prep.errors import InputError
 from data_prep.sequence import CineSequence, anonymous_key
 
 MIN_FRAMES = 2            # a cine needs at least two phases (labels.volume_label says why)
-POSITION_DECIMALS = 2     # slice positions equal to 0.01 mm belong to the same slice
-IGNORED_NAMES = {"DICOMDIR", "labels.csv"}   # labels.csv: the optional ED/ES sidecar (readers.py)
+SLICE_TOLERANCE = 0.05    # mm: positions closer than this are one slice (float noise in IPP . normal)
+IGNORED_NAMES = {"DICOMDIR", "labels.csv", "truth.json"}   # ED/ES sidecars (readers.py)
 # What a broken file or an unusual pixel module raises inside pydicom.
 READ_ERRORS = (InvalidDicomError, EOFError, OSError, ValueError, KeyError, IndexError,
                TypeError, AttributeError, struct.error, RuntimeError, NotImplementedError)
@@ -52,6 +52,13 @@ class DicomSequenceSource:
     def path(self) -> str:
         """The folder the sequence's first image lies in (for messages)."""
         return os.path.dirname(self.images[0].path)
+
+    @property
+    def where(self) -> str:
+        """The folder, series and slice, for messages (no patient data: a UID tail and a position)."""
+        first = self.images[0]
+        pos = "?" if first.position is None else f"{first.position:.1f} mm"
+        return f"{self.path} (series ...{first.series[-8:]}, slice at {pos})"
 
     def load(self) -> CineSequence:
         """Decode every phase; raises InputError naming the file at fault."""
@@ -119,12 +126,19 @@ def _scan_file(path) -> list[DicomImage]:
 
 def group_images(images: list[DicomImage]) -> tuple[list[list[DicomImage]], list[InputError]]:
     """Group by (series, slice position), order the phases, and check each group is a cine."""
-    groups = defaultdict(list)
+    by_series = defaultdict(list)
     for im in images:
-        pos = None if im.position is None else round(im.position, POSITION_DECIMALS)
-        groups[(im.series, pos)].append(im)
+        by_series[im.series].append(im)
+    groups = {}
+    for series, members in by_series.items():
+        # one slice per run of positions with gaps <= SLICE_TOLERANCE (robust to float noise)
+        pos = np.unique([im.position for im in members if im.position is not None])
+        starts = pos[np.r_[True, np.diff(pos) > SLICE_TOLERANCE]] if pos.size else pos
+        for im in members:
+            index = -1 if im.position is None else int(np.searchsorted(starts, im.position, "right")) - 1
+            groups.setdefault((series, index), []).append(im)
     sequences, problems = [], []
-    for key in sorted(groups, key=lambda k: (k[0], -np.inf if k[1] is None else k[1])):
+    for key in sorted(groups):
         try:
             sequences.append(_ordered_cine(groups[key]))
         except InputError as exc:
@@ -163,15 +177,31 @@ def _ordered_cine(group: list[DicomImage]) -> list[DicomImage]:
     return ordered
 
 
-def find_dicom_sequences(folder, labels=None, source: str = "dicom"):
-    """Scan a folder: (sequence sources, problems). labels: {series_uid or (uid, pos): (ed, es)}."""
+def _scan_or_problem(path):
+    try:
+        return scan_file(path)
+    except InputError as exc:
+        return exc.path, exc.problem      # InputError does not survive pickling
+
+
+def _map(function, items, workers: int):
+    """map() in a process pool of `workers` (1: in this process), order kept."""
+    if workers <= 1 or len(items) < 64:
+        return list(map(function, items))
+    import multiprocessing
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        return pool.map(function, items, chunksize=64)
+
+
+def find_dicom_sequences(folder, labels=None, source: str = "dicom", workers: int = 1):
+    """Scan a folder: (sequence sources, problems). labels: [(series_uid, position or None, ed, es)]."""
     files = list_files(folder)
     images, problems = [], []
-    for path in files:
-        try:
-            images += scan_file(path)
-        except InputError as exc:
-            problems.append(exc)
+    for found in _map(_scan_or_problem, files, workers):
+        if isinstance(found, tuple):
+            problems.append(InputError(*found))
+        else:
+            images += found
     if not images:
         what = "no DICOM images" if files else "empty folder: no files"
         problems.append(InputError(folder, what))
@@ -181,7 +211,7 @@ def find_dicom_sequences(folder, labels=None, source: str = "dicom"):
     for ims in groups:
         first = ims[0]
         group = anonymous_key(source, "patient", first.patient)
-        pos = None if first.position is None else round(first.position, POSITION_DECIMALS)
+        pos = None if first.position is None else round(first.position, 1)
         seq_id = anonymous_key(source, first.patient, first.series, pos)
         ed, es = _lookup(labels, first)
         sources.append(DicomSequenceSource(ims, seq_id, group, source, ed, es,
@@ -190,12 +220,13 @@ def find_dicom_sequences(folder, labels=None, source: str = "dicom"):
 
 
 def _lookup(labels, image: DicomImage):
-    if not labels:
-        return None, None
-    pos = None if image.position is None else round(image.position, POSITION_DECIMALS)
-    for key in ((image.series, pos), image.series):
-        if key in labels:
-            return labels[key]
+    """(ed, es) of the label row for this series and slice (position within tolerance), else None."""
+    for uid, position, ed, es in labels or ():
+        if uid != image.series:
+            continue
+        if position is None or (image.position is not None
+                                and abs(position - image.position) <= SLICE_TOLERANCE):
+            return ed, es
     return None, None
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import shutil
@@ -17,7 +18,7 @@ import numpy as np
 from data_prep.errors import InputError
 from data_prep.hdf5 import H5_NAME, SequenceWriter
 from data_prep.labels import CONVENTIONS
-from data_prep.preprocess import DEFAULT_SIZE, PERCENTILES, prepare_sequence
+from data_prep.preprocess import DEFAULT_SIZE, PERCENTILE_STRIDE, PERCENTILES, prepare_sequence
 from data_prep.readers import SOURCES, find_sequences
 from data_prep.splits import DEFAULT_FOLDS, DEFAULT_SEED, assign_folds, write_splits
 from models.config import N_STEPS
@@ -53,13 +54,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _prepare_one(job):
-    """Worker: load and preprocess one sequence; an InputError is returned, not raised."""
+    """Worker: load and preprocess one sequence; an InputError comes back as (path, problem)."""
     item, size, steps, convention = job
     try:
         seq = item.load()
-        return prepare_sequence(seq, size, steps, convention, where=item.path)
+        return prepare_sequence(seq, size, steps, convention, where=item.where)
     except InputError as exc:
-        return exc
+        return exc.path, exc.problem        # InputError itself does not survive pickling
 
 
 def _code_version() -> str:
@@ -80,13 +81,14 @@ def _library_versions() -> dict:
             "pydicom": pydicom.__version__, "nibabel": nibabel.__version__, "opencv": cv2.__version__}
 
 
+@contextlib.contextmanager
 def _results(jobs, workers: int):
+    """Prepared rows (or (path, problem)) in job order, from a process pool when workers > 1."""
     if workers <= 1 or len(jobs) < 2:
-        yield from map(_prepare_one, jobs)
+        yield map(_prepare_one, jobs)
         return
-    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-    with ctx.Pool(min(workers, len(jobs))) as pool:
-        yield from pool.imap(_prepare_one, jobs, chunksize=4)
+    with multiprocessing.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+        yield pool.imap(_prepare_one, jobs, chunksize=4)
 
 
 def run(args) -> int:
@@ -100,12 +102,12 @@ def run(args) -> int:
     problems: list[InputError] = []
 
     def problem(exc: InputError):
-        print(f"{'error' if args.on_error == 'stop' else 'skipped'}: {exc}", file=sys.stderr)
+        tqdm.write(f"{'error' if args.on_error == 'stop' else 'skipped'}: {exc}", file=sys.stderr)
         problems.append(exc)
         if args.on_error == "stop":
             raise Stop
 
-    found, scan_problems = find_sequences(args.source, args.input, args.labels)
+    found, scan_problems = find_sequences(args.source, args.input, args.labels, args.workers)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
     writer = None
@@ -115,23 +117,25 @@ def run(args) -> int:
         if not found:
             print(f"{args.input}: no sequences to write", file=sys.stderr)
             return 1
-        writer = SequenceWriter(tmp / H5_NAME, args.steps, args.size)
         jobs = [(item, args.size, args.steps, args.label) for item in found]
         groups, seen, resampled, unlabelled = [], set(), Counter(), 0
-        for item, result in tqdm(zip(found, _results(jobs, args.workers)), total=len(jobs),
-                                 unit="seq", desc="prepare", file=sys.stderr):
-            if isinstance(result, InputError):
-                problem(result)
-                continue
-            if result.seq_id in seen:
-                problem(InputError(item.path, "duplicate sequence: same series and slice as one already written"))
-                continue
-            seen.add(result.seq_id)
-            writer.append(result)
-            groups.append(result.group)
-            unlabelled += result.ed < 0
-            if result.n_frames != args.steps:
-                resampled[result.n_frames] += 1
+        with _results(jobs, args.workers) as results:       # fork the pool before opening HDF5
+            writer = SequenceWriter(tmp / H5_NAME, args.steps, args.size)
+            for item, result in tqdm(zip(found, results), total=len(jobs), unit="seq",
+                                     desc="prepare", file=sys.stderr):
+                if isinstance(result, tuple):
+                    problem(InputError(*result))
+                    continue
+                if result.seq_id in seen:
+                    problem(InputError(item.where, "duplicate sequence: same series and slice "
+                                                   "as one already written"))
+                    continue
+                seen.add(result.seq_id)
+                writer.append(result)
+                groups.append(result.group)
+                unlabelled += result.ed < 0
+                if result.n_frames != args.steps:
+                    resampled[result.n_frames] += 1
         if not groups:
             print(f"{args.input}: every sequence was skipped; nothing written", file=sys.stderr)
             return 1
@@ -174,7 +178,8 @@ def _provenance(args, summary: dict, splits: dict) -> dict:
         "input": os.path.basename(os.path.normpath(args.input)),   # basename only: paths may hold names
         "parameters": {"size": args.size, "steps": args.steps, "label": args.label,
                        "folds": args.folds, "seed": args.seed, "on_error": args.on_error,
-                       "squash_percentiles": list(PERCENTILES), "square": "centre crop",
+                       "squash_percentiles": list(PERCENTILES),
+                       "percentile_pixel_stride": PERCENTILE_STRIDE, "square": "centre crop",
                        "time": "cyclic linear at step_positions(T, steps)",
                        "resize": "cv2 INTER_AREA (shrink) / INTER_LINEAR (enlarge)"},
         "counts": summary,

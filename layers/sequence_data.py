@@ -26,10 +26,10 @@ def _import_h5py():
     return h5py
 
 
-h5py = _import_h5py()
-
-from data_prep.errors import InputError
-from data_prep.net_input import ZF_MEAN, crop_offset, net_input
+_import_h5py()                                   # before data_prep.hdf5 imports it
+from data_prep.errors import InputError  # noqa: E402
+from data_prep.hdf5 import load_rows  # noqa: E402
+from data_prep.net_input import ZF_MEAN, crop_offset, net_input  # noqa: E402
 
 # param_str keys (JSON object) and their defaults; None = required.
 DEFAULTS = {
@@ -66,39 +66,10 @@ def parse_param_str(param_str: str) -> dict:
     return params
 
 
-def read_list(list_file) -> list[tuple[Path, int]]:
-    """(h5 path, row) pairs of a split list file; paths are relative to the list's folder."""
-    list_file = Path(list_file)
-    if not list_file.is_file():
-        raise InputError(list_file, "list file not found")
-    entries = []
-    for number, line in enumerate(list_file.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            raise InputError(list_file, f"line {number} is not '<h5 file> <row>': {line!r}")
-        entries.append((list_file.parent / parts[0], int(parts[1])))
-    if not entries:
-        raise InputError(list_file, "list file names no sequences")
-    return entries
-
-
 def load_sequences(list_file, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
     """All listed rows in list order: frames M x T x S x S uint8 and labels M x T float32."""
-    frames, labels = [], []
-    for h5_path, row in read_list(list_file):
-        if not h5_path.is_file():
-            raise InputError(h5_path, f"HDF5 file named in {list_file} not found")
-        with h5py.File(h5_path, "r") as f:
-            for key in ("frames", "label"):
-                if key not in f:
-                    raise InputError(h5_path, f"no '{key}' dataset")
-            if row >= f["frames"].shape[0]:
-                raise InputError(h5_path, f"row {row} out of range (file has {f['frames'].shape[0]})")
-            frames.append(f["frames"][row])
-            labels.append(f["label"][row])
-    frames, labels = np.stack(frames), np.stack(labels).astype(np.float32)
+    rows = load_rows(list_file)
+    frames, labels = rows["frames"], rows["label"].astype(np.float32)
     if frames.ndim != 4 or frames.shape[1] != n_steps or frames.shape[2] != frames.shape[3]:
         raise InputError(list_file, f"frames have shape {frames.shape[1:]}, expected {n_steps} x S x S")
     if labels.shape[1:] != (n_steps,) or not np.all(np.isfinite(labels)):

@@ -67,7 +67,7 @@ def test_model_and_deploy_over_two_folds(prepared, tmp_path):
 
 
 def test_run_dir_and_refusal_to_overwrite(prepared, tmp_path):
-    run = write_run_dir(tmp_path / "run")
+    run = write_run_dir(tmp_path / "run", data=prepared)
     out = tmp_path / "eval"
     args = ["--run", run, "--list", prepared / "fold0_test.txt", "--out", out]
     assert run_cli(*args).returncode == 0

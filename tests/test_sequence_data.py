@@ -111,13 +111,13 @@ def test_bad_inputs_name_the_file(tmp_path, prepared):
         load_sequences(bad, T)
     out_of_range = folder / "out_of_range.txt"
     out_of_range.write_text("sequences.h5 99\n")
-    with pytest.raises(InputError, match=r"sequences.h5: row 99 out of range"):
+    with pytest.raises(InputError, match=r"out_of_range.txt: row 99 beyond"):
         load_sequences(out_of_range, T)
-    with pytest.raises(InputError, match="list file not found"):
+    with pytest.raises(InputError, match="split list not found"):
         load_sequences(tmp_path / "missing.txt", T)
     empty = tmp_path / "empty.txt"
     empty.write_text("\n")
-    with pytest.raises(InputError, match="names no sequences"):
+    with pytest.raises(InputError, match="split list is empty"):
         load_sequences(empty, T)
     with pytest.raises(InputError, match="expected 10 x S x S"):
         load_sequences(folder / "all.txt", 10)

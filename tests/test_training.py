@@ -17,6 +17,8 @@ from models.config import get_config  # noqa: E402
 from tools import train as train_tool  # noqa: E402
 from tools.plot_training import parse_log  # noqa: E402
 
+pytestmark = pytest.mark.slow   # 20-45 s here: trains the small net for 150 iterations
+
 ITERS = 150
 N_SEQ, N_TEST = 48, 12
 

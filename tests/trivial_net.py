@@ -70,18 +70,23 @@ def write_prepared(folder, cases, folds):
         h5["n_frames"] = np.array([c[0] for c in cases], np.int32)
         h5["seq_id"] = np.array([f"s{i:03d}" for i in range(len(cases))], dtype="S")
         h5["group"] = np.array([f"p{i // 2:03d}" for i in range(len(cases))], dtype="S")
-        h5.attrs["provenance"] = json.dumps({"source": "test fixture"})
+        h5.attrs["provenance"] = json.dumps({"source": "test fixture",
+                                             "parameters": {"size": STORED, "label": "cycle"}})
     for k, rows in enumerate(folds):
         (folder / f"fold{k}_test.txt").write_text("".join(f"sequences.h5 {r}\n" for r in rows))
     return folder
 
 
-def write_run_dir(folder, crop=CROP, stored=STORED, convention="cycle"):
-    """A finished training run dir as B's train() leaves it, around the trivial net."""
+def write_run_dir(folder, crop=CROP, stored=STORED, data=None):
+    """A finished run dir laid out as tools.train leaves it (<stem>_deploy.prototxt, absolute
+    final_model.txt, settings.json), around the trivial net; crop/size given in the settings."""
     folder = Path(folder)
     deploy, weights = write_trivial_net(folder, crop)
-    (folder / "final_model.txt").write_text(weights.name + "\n")
-    (folder / "settings.json").write_text(json.dumps(
-        {"config": "fixture", "variant": "trivial", "crop": crop, "stored_size": stored,
-         "label": convention}))
+    deploy.rename(folder / "fixture_deploy.prototxt")
+    (folder / "final_model.txt").write_text(f"{weights.resolve()}\n")
+    settings = {"config": "fixture", "variant": "tempreg", "crop": crop, "stored_size": stored,
+                "iters": 1, "imagenet_init": False, "solver_mode": "CPU", "fold": "0"}
+    if data is not None:
+        settings["data"] = str(Path(data).resolve())
+    (folder / "settings.json").write_text(json.dumps(settings))
     return folder

@@ -4,19 +4,21 @@ Segmentation baselines segment the LV blood pool in every frame and take ED = th
 largest area, ES = the frame of smallest (paper, section 3; ties: earliest frame). The paper's
 were initialised by a user; ours are fully automatic, initialised once per sequence:
 
-1. LV seed. The blood pool is the bright region whose edge moves through the cycle, near the
-   image centre (short-axis acquisitions are centred on the LV). Score = temporal standard
-   deviation of intensity, blurred by about an LV radius (the moving edge is a ring; the blur
-   puts its peak in the middle), times a Gaussian centre prior. The seed is the brightest
-   (time-averaged) pixel within a few pixels of that peak.
-2. Radius. The "moving" region (blurred temporal std above half its value at the seed, holes
-   filled) that contains the seed gives the largest radius r_max; the region bright in every
-   frame (minimum over time above Otsu's threshold) gives the core radius r_core.
-3. Each frame is segmented in a square ROI of side ~5 r_max around the seed: morphological
-   Chan-Vese from a disc of radius r_max (level set); cv2.grabCut with definite foreground in the
-   core, probable foreground inside r_max, probable background to 2 r_max and definite
-   background beyond (graph cut). The LV is the connected bright component holding the seed (or
-   nearest to it), holes filled (papillary muscles).
+1. LV seed. Candidate blood pools are the bright components (upper three-class Otsu
+   threshold: air / tissue / blood and fat) of the minimum-over-time image, where each pool is
+   at its smallest so the LV and RV stay apart. Each is scored by how much the image moves
+   just outside it (temporal std: the pool's edge sweeps there), its solidity squared (the LV
+   is round, the RV a crescent) and a Gaussian centre prior (short-axis views are centred on
+   the heart). The seed is the innermost pixel of the best one; its area-equivalent radius
+   times 1.6 (ES -> ED) gives r_max. One Otsu threshold over the r_max disc in all frames
+   separates blood from myocardium for the whole sequence, so areas stay comparable.
+2. Each frame is segmented in a square ROI of side ~5 r_max around the seed, both methods
+   starting from the frame's bright component at the seed: morphological Chan-Vese (level set);
+   cv2.grabCut with a trimap (definite foreground a small disc at the seed, probable foreground
+   the bright component, probable background to 2 r_max, definite background beyond) and one
+   colour model per sequence, learned on the frame with the largest initial component and then
+   frozen (graph cut). The LV is the connected bright component holding the seed (or nearest
+   to it), holes filled (papillary muscles).
 
 Trivial reference: ED = frame 0, ES = round(f x T) with f the median systole fraction
 ((ES - ED) mod T) / T of the training sequences, or 0.4 when none are given.

@@ -134,6 +134,9 @@ def records_from_nets(args) -> tuple[list[dict], dict]:
             loaded = predict.load_net(args.deploy, args.model, crop=args.crop,
                                       convention=args.label, gpu=gpu)
         rows = predict.load_rows(list_file)
+        unlabelled = int((rows["ed"] < 0).sum())
+        if unlabelled:
+            raise InputError(list_file, f"{unlabelled} of its sequences have no ED/ES labels")
         for rec in predict.predict_rows(loaded, rows, batch=args.batch, method=args.decoder):
             rec["fold"] = fold_name(list_file)
             records.append(rec)

@@ -90,28 +90,54 @@ def _setting(settings: dict, *names, default=None):
     return default
 
 
+def deploy_path(run_dir) -> Path:
+    """The run's deploy prototxt: deploy.prototxt, else the one *_deploy.prototxt tools.train writes."""
+    run_dir = Path(run_dir)
+    if (run_dir / "deploy.prototxt").is_file():
+        return run_dir / "deploy.prototxt"
+    found = sorted(run_dir.glob("*_deploy.prototxt"))
+    if len(found) != 1:
+        raise InputError(run_dir, f"expected one deploy prototxt in the run dir, found {len(found)}")
+    return found[0]
+
+
+def _prepared_parameters(settings: dict) -> dict:
+    """Preprocessing parameters of the dataset a run was trained on (its HDF5 provenance)."""
+    data = settings.get("data")
+    if not data:
+        return {}
+    import h5py
+    from data_prep.hdf5 import H5_NAME
+    path = Path(data) / H5_NAME if Path(data).is_dir() else Path(data)
+    try:
+        with h5py.File(path, "r") as h5:
+            return json.loads(h5.attrs.get("provenance", "{}")).get("parameters", {})
+    except (OSError, ValueError):           # dataset moved or gone: fall back to the defaults
+        return {}
+
+
 def load_run(run_dir, gpu: int | None = None) -> LoadedNet:
-    """The deploy net of a training run dir with its final weights, crop and label convention."""
+    """The deploy net of a training run dir with its final weights, crop and label convention.
+
+    Crop and stored size come from settings.json (or its net config); the label convention from
+    settings.json, else from the provenance of the dataset it was trained on, else "cycle".
+    """
+    from models.config import CONFIGS
     run_dir = Path(run_dir)
     settings = read_settings(run_dir)
-    config = settings.get("config")
-    config_name = config.get("name") if isinstance(config, dict) else config
-    stored = _setting(settings, "stored_size")
-    crop = _setting(settings, "crop")
-    if isinstance(config, dict):
-        stored = stored or config.get("stored_size")
-        crop = crop or config.get("crop")
-    elif config_name is not None and (stored is None or crop is None):
-        from models.config import get_config
-        cfg = get_config(config_name)
-        stored, crop = stored or cfg.stored_size, crop or cfg.crop
-    convention = _setting(settings, "label", "label_convention", "convention", default="cycle")
-    desc = {"run": run_dir.name, "config": config_name, "variant": settings.get("variant")}
-    for key in ("imagenet_weights", "pretrained", "weights", "max_iter", "iterations"):
-        if key in settings:
-            desc[key] = settings[key] if not isinstance(settings[key], str) else Path(settings[key]).name
-    return load_net(run_dir / "deploy.prototxt", final_model_path(run_dir), crop=crop,
-                    convention=convention, stored_size=stored, gpu=gpu, description=desc)
+    config_name = settings.get("config")
+    cfg = CONFIGS.get(config_name)
+    prepared = _prepared_parameters(settings)
+    stored = _setting(settings, "stored_size") or prepared.get("size") or (cfg and cfg.stored_size)
+    crop = _setting(settings, "crop") or (cfg and cfg.crop)
+    convention = (_setting(settings, "label", "label_convention", "convention")
+                  or prepared.get("label") or "cycle")
+    desc = {"run": run_dir.name, "config": config_name, "variant": settings.get("variant"),
+            "iterations": settings.get("iters"), "imagenet_init": settings.get("imagenet_init"),
+            "solver_mode": settings.get("solver_mode"), "fold": settings.get("fold")}
+    return load_net(deploy_path(run_dir), final_model_path(run_dir), crop=crop,
+                    convention=convention, stored_size=stored, gpu=gpu,
+                    description={k: v for k, v in desc.items() if v is not None})
 
 
 def forward_steps(loaded: LoadedNet, frames: np.ndarray) -> np.ndarray:
