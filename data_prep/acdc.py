@@ -1,4 +1,4 @@
-"""ACDC-style NIfTI reader: 4D (x, y, slice, time) volumes, 1-based ED/ES in Info.cfg, a sequence per slice."""
+"""ACDC-style NIfTI reader: 4D (x, y, slice, time), 1-based ED/ES in Info.cfg, a sequence per slice."""
 from __future__ import annotations
 
 import glob
@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from data_prep.dicom import walk
 from data_prep.errors import InputError
 from data_prep.sequence import CineSequence, anonymous_key
 
@@ -104,12 +105,7 @@ def _case_folders(path, require_info: bool) -> list[str]:
         raise InputError(path, "is not a folder")
     marker = (lambda d: os.path.isfile(os.path.join(d, INFO_FILE))) if require_info \
         else (lambda d: _nifti_file(d) is not None)
-    cases = []
-    for root, dirs, _ in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        if marker(root):
-            cases.append(root)
-    return cases
+    return [root for root, _ in walk(path) if marker(root)]
 
 
 def find_nifti_sequences(path, source: str = "acdc"):

@@ -74,11 +74,22 @@ def list_files(folder) -> list[str]:
     if not os.path.isdir(folder):
         raise InputError(folder, "is not a folder")
     found = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [os.path.join(root, f) for f in sorted(files)
-                  if not f.startswith(".") and f not in IGNORED_NAMES]
+    for root, files in walk(folder):
+        found += [os.path.join(root, f) for f in files if f not in IGNORED_NAMES]
     return found
+
+
+def walk(folder):
+    """(folder, sorted visible files) for folder and its subfolders, following links once each."""
+    seen = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:                  # a link loop, or a folder linked twice
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        yield root, sorted(f for f in files if not f.startswith("."))
 
 
 def scan_file(path) -> list[DicomImage]:
@@ -163,7 +174,7 @@ def _ordered_cine(group: list[DicomImage]) -> list[DicomImage]:
     for a, b in zip(ordered, ordered[1:]):
         if key(a) == key(b):
             raise InputError(_where(b), f"duplicate phase: same TriggerTime/InstanceNumber as "
-                                        f"{os.path.basename(a.path)}")
+                                        f"another image of this slice ({_where(a)})")
     for im in ordered:
         if im.shape != first.shape:
             raise InputError(_where(im), f"frame size {im.shape[0]}x{im.shape[1]} differs from "
@@ -173,7 +184,7 @@ def _ordered_cine(group: list[DicomImage]) -> list[DicomImage]:
         n = expected.pop()
         raise InputError(os.path.dirname(first.path),
                          f"missing frame: {len(ordered)} of {n} phases (CardiacNumberOfImages) "
-                         f"in the series of {os.path.basename(first.path)}")
+                         f"in series ...{first.series[-8:]}")
     return ordered
 
 

@@ -5,6 +5,7 @@ import argparse
 import contextlib
 import multiprocessing
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -61,6 +62,11 @@ def _prepare_one(job):
         return prepare_sequence(seq, size, steps, convention, where=item.where)
     except InputError as exc:
         return exc.path, exc.problem        # InputError itself does not survive pickling
+
+
+def _scrub(problem: str) -> str:
+    """A problem without the paths some messages quote (paths may hold patient names)."""
+    return re.sub(r"\S*[/\\]\S*", "<path>", problem)
 
 
 def _code_version() -> str:
@@ -143,7 +149,7 @@ def run(args) -> int:
         summary = {
             "written": len(groups), "patients": len(set(groups)), "unlabelled": unlabelled,
             "skipped": len(problems),
-            "skipped_reasons": dict(Counter(p.problem for p in problems)),
+            "skipped_reasons": dict(Counter(_scrub(p.problem) for p in problems)),
             "resampled_from_frames": {str(k): v for k, v in sorted(resampled.items())},
         }
         writer.close(_provenance(args, summary, splits))

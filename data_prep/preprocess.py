@@ -1,4 +1,4 @@
-"""One cine sequence -> the stored row: robust 0-255 squash, square crop, resize, 20-step cyclic resampling, Eq. 4 label."""
+"""One cine sequence -> its stored row: 0-255 squash, square crop, 20-step cyclic time, resize, Eq. 4 label."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,7 +13,7 @@ from models.config import N_STEPS
 
 DEFAULT_SIZE = 224                 # stored side S (README, HDF5 layout); the nets crop from it
 PERCENTILES = (1.0, 99.0)          # robust squash: a few bright pixels (fat, flow) do not set the range
-PERCENTILE_STRIDE = 2              # percentiles from every 2nd row and column: 4x faster, same values to ~0.1 %
+PERCENTILE_STRIDE = 2              # percentiles from every 2nd row and column: 4x faster
 
 
 @dataclass

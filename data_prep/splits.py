@@ -17,7 +17,8 @@ def assign_folds(groups, k: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED) -> di
     if k < 2:
         raise ValueError(f"need at least 2 folds, got {k}")
     if len(names) < k:
-        raise ValueError(f"{len(names)} patients cannot fill {k} folds (use --folds {max(2, len(names))} or fewer)")
+        raise ValueError(f"{len(names)} patients cannot fill {k} folds "
+                         f"(use --folds {max(2, len(names))} or fewer)")
     order = np.random.default_rng(seed).permutation(len(names))
     load = np.zeros(k, int)
     fold_of = {}

@@ -145,3 +145,9 @@ def test_bad_model_is_one_line(tmp_path):
     assert res.returncode == 2
     assert res.stderr.strip().count("\n") == 0 and "settings.json" in res.stderr
     assert not np.any([p.name == "detections.csv" for p in tmp_path.rglob("*")])
+
+
+def test_model_without_size_is_refused(run_dir, tmp_path):
+    res = run_detect(tmp_path, "--model", run_dir / "weights.caffemodel", "--deploy",
+                     run_dir / "fixture_deploy.prototxt", "--out", tmp_path / "det")
+    assert res.returncode == 2 and "--size" in res.stderr and "Traceback" not in res.stderr

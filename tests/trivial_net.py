@@ -7,6 +7,7 @@ what the fit decoder inverts exactly. It has no LSTM; `cont` is an input it igno
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import h5py
@@ -14,6 +15,8 @@ import numpy as np
 
 from data_prep.labels import step_positions, volume_label
 from models.config import N_STEPS
+
+os.environ.setdefault("GLOG_minloglevel", "2")   # before caffe loads: no net dumps in test logs
 
 CROP = 16
 STORED = 24

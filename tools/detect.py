@@ -116,7 +116,7 @@ def plot_detection(seq, result: dict, path) -> None:
     thumbs = resize_frames(squash(square, *squash_range(square)).astype(np.float32),
                            THUMBNAIL_PX) / 255.0
     fig = plt.figure(figsize=(max(8.0, 0.45 * n), 4.2))
-    ax = fig.add_axes([0.06, 0.42, 0.92, 0.52])
+    ax = fig.add_axes([0.08, 0.42, 0.9, 0.52])
     ax.plot(np.arange(n), steps_to_frames(curve, n), "-", color="tab:blue",
             label="prediction on original frames")
     ax.plot(step_positions(n, curve.size), curve, ".", color="tab:blue", alpha=0.5,
@@ -128,7 +128,7 @@ def plot_detection(seq, result: dict, path) -> None:
     ax.set_ylabel("volume-like output")
     ax.set_title(f"sequence {seq.seq_id}: {n} frames")
     ax.legend(fontsize=7, loc="upper right")
-    strip = fig.add_axes([0.06, 0.03, 0.92, 0.3])
+    strip = fig.add_axes([0.08, 0.03, 0.9, 0.3])
     tiles = [np.pad(t, 2, constant_values=1.0 if k == ed else 0.5 if k == es else 0.0)
              for k, t in enumerate(thumbs)]
     strip.imshow(np.concatenate(tiles, axis=1), cmap="gray", vmin=0, vmax=1,
@@ -169,12 +169,11 @@ def _load_model(args):
     from tools import predict
     if args.run:
         return predict.load_run(args.run, gpu=args.gpu)
-    if not args.deploy:
-        raise ValueError("--model needs --deploy")
-    loaded = predict.load_net(args.deploy, args.model, crop=args.crop, convention=args.label,
-                              gpu=args.gpu)
-    loaded.stored_size = args.size or loaded.crop
-    return loaded
+    if not args.deploy or not args.size:
+        raise ValueError("--model needs --deploy and --size (the stored frame side it was "
+                         "trained on, e.g. 72 for config small, 224 for zf)")
+    return predict.load_net(args.deploy, args.model, crop=args.crop, convention=args.label,
+                            stored_size=args.size, gpu=args.gpu)
 
 
 def main(argv=None) -> int:

@@ -21,6 +21,9 @@ from data_prep.net_input import net_input
 from data_prep.preprocess import sequence_to_steps
 from models.config import N_STEPS
 
+# Keep Caffe's net dump off the console; takes effect if this module is imported before caffe.
+os.environ.setdefault("GLOG_minloglevel", "2")
+
 FRAMES_BLOB, CONT_BLOB, OUTPUT_BLOB = "frames", "cont", "volume_pred"   # README, Blobs
 
 
@@ -38,7 +41,6 @@ def load_net(deploy, weights, crop: int | None = None, convention: str = "cycle"
              stored_size: int | None = None, gpu: int | None = None,
              description: dict | None = None) -> LoadedNet:
     """A caffe.Net in TEST phase from a deploy prototxt and a caffemodel."""
-    os.environ.setdefault("GLOG_minloglevel", "2")      # keep Caffe's net dump off the console
     import caffe
     for path, what in ((deploy, "deploy prototxt"), (weights, "caffemodel")):
         if not Path(path).is_file():

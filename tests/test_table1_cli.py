@@ -1,0 +1,114 @@
+"""tools/table1.py end to end on a small prepared synthetic set, with finished (trivial) runs reused."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from trivial_net import write_run_dir
+
+pytest.importorskip("caffe")
+synthetic = pytest.importorskip("data_prep.synthetic")
+
+STORED, CROP = 32, 24
+VARIANTS = ("cnn_reg", "tempreg_notsc", "tempreg")
+METHODS = ("level_set", "graph_cut") + VARIANTS + ("trivial",)
+
+
+def run_table1(*args):
+    env = dict(os.environ, GLOG_minloglevel="2")
+    return subprocess.run([sys.executable, "-m", "tools.table1", *map(str, args)],
+                          capture_output=True, text=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("table1")
+    synthetic.write_dicom_cohort(root / "cohort", 4, seed=11, size=64)
+    subprocess.run([sys.executable, "-m", "data_prep.prepare", "--source", "dicom",
+                    root / "cohort", root / "prep", "--size", str(STORED), "--workers", "1"],
+                   check=True, capture_output=True)
+    for variant in VARIANTS:
+        for fold in range(4):
+            run = write_run_dir(root / "runs" / f"fixture_{variant}_fold{fold}", crop=CROP,
+                                stored=STORED, data=root / "prep")
+            settings = json.loads((run / "settings.json").read_text())
+            settings.update(variant=variant, fold=str(fold))
+            (run / "settings.json").write_text(json.dumps(settings))
+    out = root / "results"
+    res = run_table1("--data", root / "prep", "--config", "fixture", "--iters", 1,
+                     "--runs", root / "runs", "--out", out)
+    return root, out, res
+
+
+def test_writes_every_output_with_every_method(setup):
+    root, out, res = setup
+    assert res.returncode == 0, res.stderr
+    for name in ("table1.md", "table1.json", "table1_per_sequence.csv", "test_curves.png"):
+        assert (out / name).is_file()
+    summary = json.loads((out / "table1.json").read_text())["summary"]
+    assert sorted(summary) == sorted(METHODS)
+    assert "[table1] reusing" in res.stdout and "[table1] training" not in res.stdout
+
+
+def test_pooled_numbers_match_the_per_sequence_csv(setup):
+    _, out, _ = setup
+    summary = json.loads((out / "table1.json").read_text())["summary"]
+    with open(out / "table1_per_sequence.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    n_test = len(h5py.File(out.parent / "prep" / "sequences.h5")["ed"])
+    for method in METHODS:
+        mine = [r for r in rows if r["method"] == method]
+        assert len(mine) == n_test                      # every sequence tested exactly once
+        for phase in ("ed", "es"):
+            d = np.array([abs(int(r[f"{phase}_pred_0based"]) - int(r[f"{phase}_true_0based"]))
+                          for r in mine])
+            assert summary[method]["pooled"][phase]["afd"] == pytest.approx(d.mean())
+            assert summary[method]["pooled"][phase]["std"] == pytest.approx(d.std())
+
+
+def test_trivial_reference_uses_the_training_folds_fraction(setup):
+    root, out, _ = setup
+    data = json.loads((out / "table1.json").read_text())
+    h5 = h5py.File(root / "prep" / "sequences.h5")
+    ed, es, n = h5["ed"][()], h5["es"][()], h5["n_frames"][()]
+    rows = [int(line.split()[1]) for line in
+            (root / "prep" / "fold0_train.txt").read_text().splitlines()]
+    expected = np.median(((es[rows] - ed[rows]) % n[rows]) / n[rows])
+    assert data["meta"]["es_fractions"]["fold0"] == pytest.approx(expected)
+    test_rows = [int(line.split()[1]) for line in
+                 (root / "prep" / "fold0_test.txt").read_text().splitlines()]
+    preds = {(s["seq_id"]): s for s in data["sequences"]
+             if s["method"] == "trivial" and s["fold"] == "fold0"}
+    for r in test_rows:
+        rec = preds[h5["seq_id"][r].decode()]
+        assert rec["ed_pred"] == 0
+        assert rec["es_pred"] == max(1, min(int(round(expected * n[r])), n[r] - 1))
+
+
+def test_markdown_has_the_papers_numbers_and_the_notes(setup):
+    _, out, _ = setup
+    md = (out / "table1.md").read_text()
+    for paper in ("0.38 / 0.44", "1.54 / 1.24", "2.27 / 1.65", "1.30 / 1.97", "0.47 / 0.52"):
+        assert paper in md
+    assert "ImageNet weights: no" in md and "population" in md and "unattended" in md
+    assert f"{STORED} x {STORED}" in md and f"{CROP} x {CROP}" in md
+
+
+def test_refuses_to_overwrite_results(setup):
+    root, out, _ = setup
+    res = run_table1("--data", root / "prep", "--config", "fixture", "--iters", 1,
+                     "--runs", root / "runs", "--out", out)
+    assert res.returncode == 2
+    assert "--force" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_mismatched_run_is_refused_not_silently_reused(setup):
+    root, _, _ = setup
+    res = run_table1("--data", root / "prep", "--config", "fixture", "--iters", 7,
+                     "--runs", root / "runs", "--out", root / "other", "--no-baselines")
+    assert res.returncode == 2 and "--retrain" in res.stderr and "Traceback" not in res.stderr
