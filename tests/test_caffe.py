@@ -1,4 +1,5 @@
 """The Caffe we build: pycaffe, Python layers in pycaffe and in `caffe train`, the LSTM contract."""
+import os
 import re
 import subprocess
 import sys
@@ -80,8 +81,9 @@ def test_python_loss_layer_in_caffe_binary(layer_module, tmp_path):
                                        solver_mode=caffe_pb2.SolverParameter.CPU)
     solver_path = tmp_path / "solver.prototxt"
     solver_path.write_text(str(solver))
+    env = dict(os.environ, GLOG_minloglevel="0", GLOG_logtostderr="1")   # the loss is an INFO line
     run = subprocess.run([str(CAFFE_BIN), "train", "-solver", str(solver_path)],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120, env=env)
     assert run.returncode == 0, run.stderr[-2000:]
     losses = [float(v) for v in re.findall(r"Iteration 0.*loss = ([0-9.eE+-]+)", run.stderr)]
     assert losses and losses[0] == pytest.approx(4.0 * 0.5 * 6 * 1.5 ** 2 / 2)

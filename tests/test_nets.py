@@ -1,29 +1,24 @@
 """Generated nets: prototxt sync, stock-Caffe parsing, blob shapes, forward/backward, LSTM cont resets, variants."""
 import json
-import os
 from pathlib import Path
 
-os.environ.setdefault("GLOG_minloglevel", "2")
+import caffe
+import numpy as np
+import pytest
+from caffe.proto import caffe_pb2
+from google.protobuf import text_format
 
-import caffe  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from caffe.proto import caffe_pb2  # noqa: E402
-from google.protobuf import text_format  # noqa: E402
-
-from fixtures_h5 import write_prepared  # noqa: E402
-from models import generate  # noqa: E402
-from models.config import CONFIGS, DEFAULT_BETA, VARIANTS, get_config, get_variant  # noqa: E402
-from models.tempregnet import file_stem, pool5_side  # noqa: E402
+from fixtures_h5 import write_prepared
+from models import generate
+from models.config import CONFIGS, DEFAULT_BETA, VARIANTS, get_config, get_variant
+from models.tempregnet import file_stem, pool5_side
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOTXT = ROOT / "prototxt"
 LEARNABLE = ("Convolution", "InnerProduct", "LSTM")
 
-
 def read_net(path) -> caffe_pb2.NetParameter:
     return text_format.Parse(Path(path).read_text(), caffe_pb2.NetParameter())
-
 
 def with_source(net: caffe_pb2.NetParameter, source: Path, tmp_path: Path, name: str,
                 batch_size: int | None = None) -> str:
@@ -39,11 +34,9 @@ def with_source(net: caffe_pb2.NetParameter, source: Path, tmp_path: Path, name:
     path.write_text(text_format.MessageToString(net))
     return str(path)
 
-
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory):
     return write_prepared(tmp_path_factory.mktemp("small"), n_seq=6, size=get_config("small").stored_size, seed=2)
-
 
 def test_prototxt_in_sync_with_models(tmp_path):
     generate.main(["--out", str(tmp_path)])
@@ -53,7 +46,6 @@ def test_prototxt_in_sync_with_models(tmp_path):
     for name in generated:
         assert (tmp_path / name).read_bytes() == (PROTOTXT / name).read_bytes(), f"{name} drifted; run `make prototxt`"
     assert len(generated) == len(CONFIGS) * len(VARIANTS) * 4
-
 
 def test_every_file_parses_with_stock_caffe():
     caffe.set_mode_cpu()
@@ -69,12 +61,10 @@ def test_every_file_parses_with_stock_caffe():
             if cfg.name == "small":   # the zf deploy nets are instantiated in the shape tests below
                 caffe.Net(str(PROTOTXT / f"{stem}_deploy.prototxt"), caffe.TEST)
 
-
 def test_zf_input_gives_6x6_pool5():
     assert pool5_side(192) == 6, "the ImageNet ZF fc6 needs 6 x 6 x 256 = 9216 inputs"
     assert pool5_side(224) == 7, "224 px would not load the ImageNet fc6 unchanged"
     assert get_config("zf").crop <= get_config("zf").stored_size
-
 
 def test_variants_differ_only_as_table1_says():
     layers = {}
@@ -88,7 +78,6 @@ def test_variants_differ_only_as_table1_says():
     assert list(layers["cnn_reg"]["volume_pred"].bottom) == ["fc_frame_steps"]
     for name in ("tempreg_notsc", "tempreg"):
         assert [n for n in layers[name] if n != "temporal_loss"] == [n for n in layers["tempreg"] if n != "temporal_loss"]
-
 
 def test_every_learnable_layer_has_fillers_and_the_paper_learning_rates():
     for path in PROTOTXT.glob("*_train.prototxt"):
@@ -105,7 +94,6 @@ def test_every_learnable_layer_has_fillers_and_the_paper_learning_rates():
             if layer.name in ("conv1", "fc6"):
                 assert layer.param[0].lr_mult == 1
 
-
 def test_deploy_trunk_is_the_test_trunk():
     for cfg in CONFIGS.values():
         for variant in VARIANTS.values():
@@ -119,7 +107,6 @@ def test_deploy_trunk_is_the_test_trunk():
                 assert layer.inner_product_param == ref.inner_product_param
                 assert layer.convolution_param == ref.convolution_param
                 assert layer.recurrent_param == ref.recurrent_param
-
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_small_train_nets_run_forward_backward_with_contract_shapes(tmp_path, small_data, variant):
@@ -140,7 +127,6 @@ def test_small_train_nets_run_forward_backward_with_contract_shapes(tmp_path, sm
     assert np.abs(net.params["conv1"][0].diff).sum() > 0, "gradient should reach the first layer"
     assert np.abs(net.params["volume_pred"][0].diff).sum() > 0
 
-
 def test_zf_shapes_and_forward_backward_n1(tmp_path_factory):
     """The faithful ZF net on one sequence: 20 x 1 x 1024 into the LSTM, 20 x 1 x 1 out, fc6 9216 inputs."""
     cfg = get_config("zf")
@@ -159,11 +145,9 @@ def test_zf_shapes_and_forward_backward_n1(tmp_path_factory):
     assert net.blobs["volume_pred"].data.shape == (t, 1, 1)
     assert np.isfinite(net.blobs["l2_loss"].data).all() and np.abs(net.params["conv1"][0].diff).sum() > 0
 
-
 def deploy_net(variant="tempreg", config="small"):
     caffe.set_mode_cpu()
     return caffe.Net(str(PROTOTXT / f"{config}_{variant}_deploy.prototxt"), caffe.TEST)
-
 
 def run_deploy(net, frames, cont):
     """Forward a deploy net on (T*N) x 3 x C x C frames and T x N cont; returns T x N predictions."""
@@ -172,7 +156,6 @@ def run_deploy(net, frames, cont):
     net.blobs["frames"].data[...] = frames
     net.blobs["cont"].data[...] = cont
     return net.forward()["volume_pred"].copy()
-
 
 def test_deploy_any_batch_and_lstm_cont_resets():
     cfg = get_config("small")

@@ -1,22 +1,18 @@
 """SequenceData: time-major tops, cont, labels, crops, epoch order and bad input, against direct HDF5 reads."""
 import json
-import os
 
-os.environ.setdefault("GLOG_minloglevel", "2")
+import caffe
+import h5py
+import numpy as np
+import pytest
 
-import caffe  # noqa: E402
-import h5py  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from data_prep.errors import InputError  # noqa: E402
-from data_prep.net_input import ZF_MEAN  # noqa: E402
-from fixtures_h5 import write_prepared  # noqa: E402
-from layers.sequence_data import load_sequences, parse_param_str  # noqa: E402
+from data_prep.errors import InputError
+from data_prep.net_input import ZF_MEAN
+from fixtures_h5 import write_prepared
+from layers.sequence_data import load_sequences, parse_param_str
 
 T = 20
 SIZE, CROP = 24, 16
-
 
 def data_net(tmp_path, **params):
     """A net holding only the data layer, built from param_str."""
@@ -27,19 +23,16 @@ def data_net(tmp_path, **params):
     caffe.set_mode_cpu()
     return caffe.Net(str(path), caffe.TEST)
 
-
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     folder = write_prepared(tmp_path_factory.mktemp("prepared"), n_seq=5, size=SIZE, seed=1)
     with h5py.File(folder / "sequences.h5", "r") as f:
         return folder, f["frames"][:], f["label"][:]
 
-
 def expected_input(frames, y, x):
     """T x 3 x C x C: the grey crop replicated to 3 channels minus the ZF mean, computed directly."""
     crop = frames[:, y:y + CROP, x:x + CROP].astype(np.float64)
     return np.stack([crop - m for m in ZF_MEAN], axis=1)
-
 
 def test_test_mode_blobs_are_time_major_centre_crops_in_list_order(tmp_path, prepared):
     folder, frames, labels = prepared
@@ -58,7 +51,6 @@ def test_test_mode_blobs_are_time_major_centre_crops_in_list_order(tmp_path, pre
         np.testing.assert_array_equal(net.blobs["cont"].data[0], 0)
         np.testing.assert_array_equal(net.blobs["cont"].data[1:], 1)
 
-
 def locate(frames, cropped_grey):
     """(row, (y, x)): which stored sequence and where in its frame 0 a C x C grey crop sits (noise frames: unique)."""
     hits = [(row, (y, x)) for row in range(len(frames))
@@ -66,7 +58,6 @@ def locate(frames, cropped_grey):
             if np.array_equal(frames[row, 0, y:y + CROP, x:x + CROP], cropped_grey)]
     assert len(hits) == 1
     return hits[0]
-
 
 def test_train_mode_shuffles_each_epoch_and_crops_each_sequence_once(tmp_path, prepared):
     folder, frames, _ = prepared
@@ -90,7 +81,6 @@ def test_train_mode_shuffles_each_epoch_and_crops_each_sequence_once(tmp_path, p
     assert len(set(orders)) > 1, "the order should change between epochs"
     assert len(offsets) > 1, "crops should be random"
 
-
 def test_param_str_validation(tmp_path, prepared):
     folder = prepared[0]
     with pytest.raises(ValueError, match="unknown param_str keys"):
@@ -101,7 +91,6 @@ def test_param_str_validation(tmp_path, prepared):
         parse_param_str(json.dumps(dict(source="x", batch_size=0, crop=8)))
     with pytest.raises(Exception, match="larger than the stored frame size"):
         data_net(tmp_path, source=str(folder / "all.txt"), batch_size=1, crop=SIZE + 1)
-
 
 def test_bad_inputs_name_the_file(tmp_path, prepared):
     folder = prepared[0]

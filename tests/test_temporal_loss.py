@@ -4,18 +4,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-os.environ.setdefault("GLOG_minloglevel", "2")
+import caffe
+import h5py
+import numpy as np
+import pytest
 
-import caffe  # noqa: E402
-import h5py  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from layers.temporal_loss import parse_param_str, temporal_loss_and_grad  # noqa: E402
-from tools.plot_training import parse_log  # noqa: E402
+from layers.temporal_loss import parse_param_str, temporal_loss_and_grad
+from tools.plot_training import parse_log
 
 CAFFE_BIN = Path(sys.prefix) / "bin" / "caffe"
-
 
 def eq2_reference(pred, label):
     """Eq. 2 written out term by term for each sequence, then the mean over sequences."""
@@ -31,7 +28,6 @@ def eq2_reference(pred, label):
         per_sequence.append(0.5 * (l_inc / n_steps + l_dec / n_steps))
     return float(np.mean(per_sequence))
 
-
 def loss_net(tmp_path, shape, label_shape, loss_weight=1.0, param_str="{}"):
     """A tiny net: Input pred and label -> TemporalStructuredLoss, with force_backward."""
     text = f"""force_backward: true
@@ -45,14 +41,12 @@ layer {{ name: "loss" type: "Python" bottom: "pred" bottom: "label" top: "loss" 
     caffe.set_mode_cpu()
     return caffe.Net(str(path), caffe.TRAIN)
 
-
 def well_separated(rng, shape, gap=1e-2):
     """Random predictions whose consecutive steps differ by more than gap (no hinge kinks nearby)."""
     while True:
         x = rng.normal(size=shape)
         if np.min(np.abs(np.diff(x, axis=0))) > gap:
             return x
-
 
 @pytest.mark.parametrize("seed", range(5))
 def test_forward_matches_loop_reference(seed):
@@ -63,13 +57,11 @@ def test_forward_matches_loop_reference(seed):
     loss, _ = temporal_loss_and_grad(pred, label)
     assert loss == pytest.approx(eq2_reference(pred, label), rel=1e-12)
 
-
 def test_hand_computed_case():
     # T = 4, one sequence: label up, up, down; pred 0, 1, 0.5, 2.
     # pair 1 up & pred up: 0; pair 2 up & pred down by 0.5: L_inc 0.5; pair 3 down & pred up by 1.5: L_dec 1.5
     loss, _ = temporal_loss_and_grad(np.array([[0.0], [1.0], [0.5], [2.0]]), np.array([[0.0], [1.0], [2.0], [1.0]]))
     assert loss == pytest.approx(0.5 * (0.5 / 4 + 1.5 / 4))
-
 
 def test_layer_forward_in_caffe_matches_reference(tmp_path):
     rng = np.random.default_rng(7)
@@ -80,7 +72,6 @@ def test_layer_forward_in_caffe_matches_reference(tmp_path):
     out = net.forward()
     expected = eq2_reference(pred[..., 0].astype(np.float32), label.astype(np.float32))
     assert float(out["loss"].flat[0]) == pytest.approx(expected, rel=1e-5)
-
 
 @pytest.mark.parametrize("loss_weight", [1.0, 2.5])
 def test_backward_matches_central_differences_and_loss_weight(tmp_path, loss_weight):
@@ -107,7 +98,6 @@ def test_backward_matches_central_differences_and_loss_weight(tmp_path, loss_wei
     np.testing.assert_allclose(analytic, numeric, rtol=1e-4, atol=1e-6)
     assert np.abs(analytic).max() > 0, "random inputs should give some non-zero gradient"
 
-
 def test_loss_weight_scales_gradient_linearly(tmp_path):
     rng = np.random.default_rng(11)
     pred, label = well_separated(rng, (20, 4)), rng.normal(size=(20, 4))
@@ -121,7 +111,6 @@ def test_loss_weight_scales_gradient_linearly(tmp_path):
         grads.append(net.blobs["pred"].diff.copy())
     np.testing.assert_allclose(grads[1], 3.0 * grads[0], rtol=1e-6)
 
-
 @pytest.mark.parametrize("pred_shape,label_shape,message", [
     ((20, 3, 2), (20, 3), "does not match"),
     ((20, 4), (20, 3), "does not match"),
@@ -131,7 +120,6 @@ def test_bad_shapes_rejected(tmp_path, pred_shape, label_shape, message):
     with pytest.raises(Exception, match=message):
         loss_net(tmp_path, pred_shape, label_shape)
 
-
 def test_param_str_validation():
     assert parse_param_str("") == {}
     assert parse_param_str("{}") == {}
@@ -139,7 +127,6 @@ def test_param_str_validation():
         parse_param_str('{"beta": 1}')
     with pytest.raises(ValueError, match="JSON object"):
         parse_param_str("[1, 2]")
-
 
 def test_runs_inside_caffe_train_and_lowers_the_loss(tmp_path):
     """The layer in `caffe train`: a linear per-step regressor trained by the temporal loss alone."""

@@ -1,27 +1,23 @@
 """tools.train on a synthetic disc cohort: the loss falls, held-out RMSE beats a constant, run dir, resume, CLI errors."""
 import json
-import os
 
-os.environ.setdefault("GLOG_minloglevel", "2")
+import caffe
+import h5py
+import numpy as np
+import pytest
+from caffe.proto import caffe_pb2
+from google.protobuf import text_format
 
-import caffe  # noqa: E402
-import h5py  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from caffe.proto import caffe_pb2  # noqa: E402
-from google.protobuf import text_format  # noqa: E402
-
-from data_prep.net_input import net_input  # noqa: E402
-from fixtures_h5 import write_prepared  # noqa: E402
-from models.config import get_config  # noqa: E402
-from tools import train as train_tool  # noqa: E402
-from tools.plot_training import parse_log  # noqa: E402
+from data_prep.net_input import net_input
+from fixtures_h5 import write_prepared
+from models.config import get_config
+from tools import train as train_tool
+from tools.plot_training import parse_log
 
 pytestmark = pytest.mark.slow   # 20-45 s here: trains the small net for 150 iterations
 
 ITERS = 150
 N_SEQ, N_TEST = 48, 12
-
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -30,7 +26,6 @@ def trained(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "small_tempreg"
     final = train_tool.train(data, 0, "tempreg", "small", ITERS, out=run_dir, seed=1)
     return data, run_dir, final
-
 
 def predict(run_dir, model, frames):
     """Deploy net of the run on M x T x S x S stored frames, centre crop: M x T predictions."""
@@ -47,12 +42,10 @@ def predict(run_dir, model, frames):
     net.blobs["cont"].data[...] = cont
     return net.forward()["volume_pred"].T.copy()
 
-
 def test_training_lowers_the_loss(trained):
     _, run_dir, _ = trained
     losses = [v for _, v in parse_log(run_dir / "train.log")["train"]["loss"]]
     assert np.mean(losses[-3:]) < 0.3 * losses[0], losses
-
 
 def test_beats_a_constant_predictor_on_held_out_sequences(trained):
     data, run_dir, final = trained
@@ -64,7 +57,6 @@ def test_beats_a_constant_predictor_on_held_out_sequences(trained):
     constant = labels[train_rows].mean()           # the best constant the training set suggests
     rmse_const = np.sqrt(np.mean((constant - labels[test_rows]) ** 2))
     assert rmse_net < 0.6 * rmse_const, (rmse_net, rmse_const)
-
 
 def test_run_directory_is_complete(trained):
     data, run_dir, final = trained
@@ -81,7 +73,6 @@ def test_run_directory_is_complete(trained):
     assert str(data / "fold0_train.txt").replace("/", "\\/") in train_net or str(data / "fold0_train.txt") in train_net
     assert (run_dir / "training_curves.png").stat().st_size > 1000
 
-
 def test_resume_continues_from_the_newest_solverstate(trained):
     _, run_dir, _ = trained
     final = train_tool.train(None, 0, out=run_dir, resume=True, iters=ITERS + 10)
@@ -90,13 +81,11 @@ def test_resume_continues_from_the_newest_solverstate(trained):
     log = (run_dir / "train.log").read_text()
     assert f"Resuming from {run_dir / 'snapshots' / f'small_tempreg_iter_{ITERS}.solverstate'}" in log
 
-
 def test_existing_run_dir_is_refused_without_force(trained, capsys):
     data, run_dir, _ = trained
     code = train_tool.main(["--data", str(data), "--fold", "0", "--iters", "5", "--out", str(run_dir)])
     err = capsys.readouterr().err.strip()
     assert code == 1 and "run directory exists" in err and len(err.splitlines()) == 1
-
 
 @pytest.mark.parametrize("args,message", [
     (["--fold", "0", "--iters", "5", "--data", "/nonexistent/prepared"], "prepared data folder not found"),

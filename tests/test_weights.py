@@ -1,16 +1,13 @@
 """Fine-tuning path: an ImageNet-ZF-shaped caffemodel loads by name into conv1..fc7; the new layers keep their fillers."""
-import os
 
-os.environ.setdefault("GLOG_minloglevel", "2")
+import caffe
+import numpy as np
+import pytest
+from caffe.proto import caffe_pb2
+from google.protobuf import text_format
 
-import caffe  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from caffe.proto import caffe_pb2  # noqa: E402
-from google.protobuf import text_format  # noqa: E402
-
-from models.config import get_config, get_variant  # noqa: E402
-from models.tempregnet import net_proto  # noqa: E402
+from models.config import get_config, get_variant
+from models.tempregnet import net_proto
 
 TRUNK = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
 # Blob shapes of the ImageNet ZF model of the Faster R-CNN releases (ZF.v2.caffemodel).
@@ -18,7 +15,6 @@ IMAGENET_ZF_SHAPES = {
     "conv1": (96, 3, 7, 7), "conv2": (256, 96, 5, 5), "conv3": (384, 256, 3, 3),
     "conv4": (384, 384, 3, 3), "conv5": (256, 384, 3, 3), "fc6": (4096, 9216), "fc7": (4096, 4096),
 }
-
 
 @pytest.fixture(scope="module")
 def fake_imagenet_zf(tmp_path_factory):
@@ -47,7 +43,6 @@ def fake_imagenet_zf(tmp_path_factory):
     del source
     return path, values
 
-
 def test_imagenet_blobs_arrive_and_new_layers_keep_their_fillers(fake_imagenet_zf, tmp_path):
     weights, values = fake_imagenet_zf
     deploy = tmp_path / "deploy.prototxt"
@@ -69,7 +64,6 @@ def test_imagenet_blobs_arrive_and_new_layers_keep_their_fillers(fake_imagenet_z
     head = net.params["volume_pred"][0].data                   # gaussian std 0.01, 256 values
     assert 0.005 < head.std() < 0.015 and np.abs(head).max() < 0.1
 
-
 def test_fetch_accepts_a_local_caffemodel_and_checks_it(fake_imagenet_zf, tmp_path):
     from tools.fetch_imagenet_zf import fetch
     weights, _ = fake_imagenet_zf
@@ -77,7 +71,6 @@ def test_fetch_accepts_a_local_caffemodel_and_checks_it(fake_imagenet_zf, tmp_pa
     assert out.read_bytes() == weights.read_bytes()
     with pytest.raises(Exception, match="exists; pass --force"):
         fetch(out, source=weights)
-
 
 def test_fetch_rejects_a_wrong_archive_and_a_failed_download(tmp_path, capsys):
     import io
@@ -96,7 +89,6 @@ def test_fetch_rejects_a_wrong_archive_and_a_failed_download(tmp_path, capsys):
     with pytest.raises(Exception, match="download failed"):
         fetch(tmp_path / "b.caffemodel", url="http://127.0.0.1:9/imagenet_models.tgz")
     assert not (tmp_path / "b.caffemodel").exists() and not (tmp_path / "a.caffemodel").exists()
-
 
 def test_fetch_rejects_a_caffemodel_of_another_net(tmp_path):
     from tools.fetch_imagenet_zf import fetch

@@ -7,7 +7,6 @@ what the fit decoder inverts exactly. It has no LSTM; `cont` is an input it igno
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import h5py
@@ -16,11 +15,8 @@ import numpy as np
 from data_prep.labels import step_positions, volume_label
 from models.config import N_STEPS
 
-os.environ.setdefault("GLOG_minloglevel", "2")   # before caffe loads: no net dumps in test logs
-
 CROP = 16
 STORED = 24
-
 
 def write_trivial_net(folder, crop=CROP, batch=2):
     """deploy.prototxt + weights.caffemodel of the mean-brightness net; returns both paths."""
@@ -43,13 +39,11 @@ def write_trivial_net(folder, crop=CROP, batch=2):
     net.save(str(weights))
     return deploy, weights
 
-
 def brightness_frames(n_frames, ed, es, size=STORED, convention="cycle"):
     """20 x S x S uint8 whose per-step brightness is the Eq. 4 label of (ed, es)."""
     label = volume_label(step_positions(n_frames, N_STEPS), n_frames, ed, es, convention)
     values = np.rint(30 + 200 * label).astype(np.uint8)
     return np.broadcast_to(values[:, None, None], (N_STEPS, size, size)).copy(), label
-
 
 def write_prepared(folder, cases, folds):
     """sequences.h5 + fold<k>_test.txt lists (README, HDF5 layout).
@@ -78,7 +72,6 @@ def write_prepared(folder, cases, folds):
     for k, rows in enumerate(folds):
         (folder / f"fold{k}_test.txt").write_text("".join(f"sequences.h5 {r}\n" for r in rows))
     return folder
-
 
 def write_run_dir(folder, crop=CROP, stored=STORED, data=None):
     """A finished run dir laid out as tools.train leaves it (<stem>_deploy.prototxt, absolute
