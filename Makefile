@@ -41,6 +41,9 @@ caffe: venv  ## build BVLC Caffe once (cached) and link it into .venv
 prototxt: caffe  ## regenerate prototxt/ from models/
 	$(PY) -m models.generate
 
+demo: caffe  ## the main job: synthetic cohort -> prepare -> train 3 variants x 4 folds -> Table 1 in results/
+	$(PY) -m tools.demo
+
 test: caffe  ## run the test suite
 	$(PY) -m pytest -q
 

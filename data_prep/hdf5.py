@@ -69,6 +69,16 @@ def _text(values) -> list[str]:
     return [v.decode("ascii") if isinstance(v, bytes) else str(v) for v in values]
 
 
+def load_provenance(path_or_dir) -> dict:
+    """Only the provenance of a prepared file (source, parameters, counts), without its arrays."""
+    path = _h5_path(path_or_dir)
+    try:
+        with h5py.File(path, "r") as f:
+            return json.loads(f.attrs.get("provenance", "{}"))
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"cannot read the provenance of a prepared file ({exc})") from None
+
+
 def load_prepared(path_or_dir) -> dict:
     """Every dataset of a prepared file as arrays (seq_id/group as str lists) plus 'provenance' (dict)."""
     path = _h5_path(path_or_dir)

@@ -36,6 +36,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("input", help="input folder (acdc: the dataset root or one patient folder)")
     p.add_argument("out", help="output folder (created; refused if it exists, unless --force)")
     p.add_argument("--size", type=int, default=DEFAULT_SIZE, help="stored frame side S")
+    p.add_argument("--roi", type=float, default=1.0,
+                   help="keep this central fraction of the square field of view before resizing "
+                        "(1: the whole frame, as the paper)")
     p.add_argument("--steps", type=int, default=N_STEPS, help="time steps per sequence")
     p.add_argument("--label", choices=CONVENTIONS, default="cycle", help="Eq. 4 convention")
     p.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help="patient-level folds")
@@ -51,15 +54,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.size < 1 or args.steps < 2:
         p.error("--size must be >= 1 and --steps >= 2")
+    if not 0 < args.roi <= 1:
+        p.error("--roi must be in (0, 1]")
     return args
 
 
 def _prepare_one(job):
     """Worker: load and preprocess one sequence; an InputError comes back as (path, problem)."""
-    item, size, steps, convention = job
+    item, size, steps, convention, roi = job
     try:
         seq = item.load()
-        return prepare_sequence(seq, size, steps, convention, where=item.where)
+        return prepare_sequence(seq, size, steps, convention, where=item.where, roi=roi)
     except InputError as exc:
         return exc.path, exc.problem        # InputError itself does not survive pickling
 
@@ -123,7 +128,7 @@ def run(args) -> int:
         if not found:
             print(f"{args.input}: no sequences to write", file=sys.stderr)
             return 1
-        jobs = [(item, args.size, args.steps, args.label) for item in found]
+        jobs = [(item, args.size, args.steps, args.label, args.roi) for item in found]
         groups, seen, resampled, unlabelled = [], set(), Counter(), 0
         with _results(jobs, args.workers) as results:       # fork the pool before opening HDF5
             writer = SequenceWriter(tmp / H5_NAME, args.steps, args.size)
@@ -182,7 +187,7 @@ def _provenance(args, summary: dict, splits: dict) -> dict:
     return {
         "source": args.source,
         "input": os.path.basename(os.path.normpath(args.input)),   # basename only: paths may hold names
-        "parameters": {"size": args.size, "steps": args.steps, "label": args.label,
+        "parameters": {"size": args.size, "roi": args.roi, "steps": args.steps, "label": args.label,
                        "folds": args.folds, "seed": args.seed, "on_error": args.on_error,
                        "squash_percentiles": list(PERCENTILES),
                        "percentile_pixel_stride": PERCENTILE_STRIDE, "square": "centre crop",

@@ -59,10 +59,16 @@ def squash(frames: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.clip(np.rint((frames - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
 
 
-def centre_square(frames: np.ndarray) -> np.ndarray:
-    """Centre crop T x H x W to T x m x m, m = min(H, W) (keeps the aspect ratio; the heart is central)."""
+def centre_square(frames: np.ndarray, roi: float = 1.0) -> np.ndarray:
+    """Centre crop T x H x W to T x m x m, m = roi x min(H, W) (keeps the aspect ratio; the heart is central).
+
+    roi < 1 keeps the central part of the field of view, for small nets whose input would
+    otherwise show the heart a few pixels wide; 1 (the default) is the paper's whole frame.
+    """
+    if not 0 < roi <= 1:
+        raise ValueError(f"roi must be in (0, 1], got {roi}")
     h, w = frames.shape[1:]
-    side = min(h, w)
+    side = max(1, int(round(min(h, w) * roi)))
     y0, x0 = (h - side) // 2, (w - side) // 2
     return frames[:, y0:y0 + side, x0:x0 + side]
 
@@ -85,12 +91,12 @@ def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
 
 
 def sequence_to_steps(frames: np.ndarray, size: int = DEFAULT_SIZE, n_steps: int = N_STEPS,
-                      where="sequence") -> np.ndarray:
+                      where="sequence", roi: float = 1.0) -> np.ndarray:
     """T x H x W scanner frames -> n_steps x size x size uint8, the stored form (README)."""
     frames = np.asarray(frames, dtype=np.float32)
     check_frames(frames, where)
     lo, hi = squash_range(frames)              # from the original frames
-    x = centre_square(frames)
+    x = centre_square(frames, roi)
     x = resample_cycle(x, n_steps)             # crop, time resampling, resize and the squash's
     x = resize_frames(x, size)                 # affine map are linear, so this order (cheapest)
     return squash(x, lo, hi)                   # equals any other; only the final clip is not
@@ -104,9 +110,9 @@ def step_label(n_frames: int, ed, es, n_steps: int = N_STEPS, convention: str = 
 
 
 def prepare_sequence(seq: CineSequence, size: int = DEFAULT_SIZE, n_steps: int = N_STEPS,
-                     convention: str = "cycle", where="sequence") -> PreparedRow:
+                     convention: str = "cycle", where="sequence", roi: float = 1.0) -> PreparedRow:
     """A CineSequence -> its HDF5 row; InputError for bad frames or labels."""
-    frames = sequence_to_steps(seq.frames, size, n_steps, where)
+    frames = sequence_to_steps(seq.frames, size, n_steps, where, roi)
     try:
         label = step_label(seq.n_frames, seq.ed, seq.es, n_steps, convention)
     except ValueError as exc:           # volume_label's own checks (range, ED == ES)

@@ -27,6 +27,9 @@ class NetConfig:
     head_lr_mult: float = 10.0
     weight_decay: float = 5e-4   # alpha of Eq. 3 (up to Caffe's normalisation; see README)
     momentum: float = 0.9
+    # Not in the paper: the global gradient L2 norm is clipped, as LRCN trained its Caffe LSTMs
+    # (clip_gradients 15). Without it, the small net's CNN + Reg variant diverged at once.
+    clip_gradients: float = 10.0
     gamma: float = 0.1
     stepsize: int = 20000
     max_iter: int = 50000
@@ -36,6 +39,9 @@ class NetConfig:
     display: int = 20
     dropout: float = 0.5
     lstm_init: float = 0.01      # LSTM parameters ~ U[-0.01, 0.01] (section 3)
+    # 1: the paper's single pass. k > 1: the LSTM reads the cycle k times and reports on the last
+    # reading, so sequences that start mid-cycle have context at their first steps (README).
+    lstm_cycles: int = 1
 
     def replace(self, **kw) -> "NetConfig":
         """A copy with some fields changed (unknown fields raise TypeError)."""
@@ -73,8 +79,9 @@ SMALL = NetConfig(
     batch_size=4, test_batch_size=4,
     # From scratch rather than fine-tuned: a larger rate (head still at 10x) and no dropout, with
     # which this narrow net sat at the constant-predictor plateau for 100+ iterations on some seeds.
-    base_lr=1e-3, stepsize=2000, max_iter=3000, snapshot=500, test_interval=100,
+    base_lr=3e-3, stepsize=2000, max_iter=3000, snapshot=500, test_interval=100,
     test_iter=10, display=10, dropout=0.0,
+    lstm_cycles=2,
 )
 
 CONFIGS = {c.name: c for c in (ZF, SMALL)}

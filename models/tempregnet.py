@@ -19,6 +19,11 @@ FINETUNE = [dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]
 ZERO = dict(type="constant", value=0)
 
 
+# The head's filler is not in the paper. Xavier (std ~ 1/sqrt(fan_in)) rather than Gaussian 0.01:
+# with the paper's U[-0.01, 0.01] LSTM, a 0.01 head scales the gradient reaching the LSTM by 0.01
+# and vice versa, and the nets sat for hundreds of iterations at the constant-prediction plateau.
+HEAD_FILLER = dict(type="xavier")
+
 def conv_side(size: int, kernel: int, stride: int, pad: int) -> int:
     """Output side of a Caffe convolution (floor)."""
     return (size + 2 * pad - kernel) // stride + 1
@@ -108,16 +113,30 @@ def net_proto(cfg: NetConfig, variant: Variant, phase: str, source: str | None =
     n.fc_frame_steps = L.Reshape(feature, shape=dict(dim=[t, -1, cfg.feature_dim]))  # T x N x q
     if variant.use_lstm:
         init = dict(type="uniform", min=-cfg.lstm_init, max=cfg.lstm_init)
-        n.lstm1 = L.LSTM(n.fc_frame_steps, n.cont, recurrent_param=dict(
-            num_output=cfg.lstm_hidden, weight_filler=init, bias_filler=init))   # T x N x hidden
-        steps = n.lstm1
+        rp = dict(num_output=cfg.lstm_hidden, weight_filler=init, bias_filler=init)
+        if cfg.lstm_cycles == 1:                     # the paper: one pass over the T steps
+            n.lstm1 = L.LSTM(n.fc_frame_steps, n.cont, recurrent_param=rp)       # T x N x hidden
+            steps = n.lstm1
+        else:
+            # A cine sequence is one period: the LSTM reads it lstm_cycles times in a row (state
+            # carried, cont 0 only at the very start) and the last reading is the output, so that
+            # every step, the first included, has seen the whole cycle. The CNN runs once.
+            k = cfg.lstm_cycles
+            n.cont_carry = L.Power(n.cont, power_param=dict(scale=0, shift=1))   # T x N of ones
+            n.lstm1_input = L.Concat(*[n.fc_frame_steps] * k, axis=0)           # kT x N x q
+            n.lstm1_cont = L.Concat(n.cont, *[n.cont_carry] * (k - 1), axis=0)  # kT x N
+            n.lstm1 = L.LSTM(n.lstm1_input, n.lstm1_cont, recurrent_param=rp)   # kT x N x hidden
+            n.lstm1_warmup, n.lstm1_last = L.Slice(n.lstm1, axis=0, slice_point=[(k - 1) * t],
+                                                   ntop=2)
+            n.lstm1_warmup_unused = L.Silence(n.lstm1_warmup, ntop=0)
+            steps = n.lstm1_last                                                 # T x N x hidden
     else:
         n.cont_unused = L.Silence(n.cont, ntop=0)   # CNN + Reg ignores sequence boundaries
         steps = n.fc_frame_steps
     head = L.InnerProduct(steps, num_output=1, axis=2, name="volume_pred",
                           param=[dict(lr_mult=cfg.head_lr_mult, decay_mult=1),
                                  dict(lr_mult=2 * cfg.head_lr_mult, decay_mult=0)],
-                          weight_filler=dict(type="gaussian", std=0.01), bias_filler=ZERO)
+                          weight_filler=HEAD_FILLER, bias_filler=ZERO)
     if phase == "deploy":
         n.volume_pred_steps = head                                         # T x N x 1
         n.volume_pred = L.Reshape(head, shape=dict(dim=[t, -1]), name="volume_pred_reshape")  # T x N
@@ -146,6 +165,7 @@ def solver_proto(cfg: NetConfig, train_net: str, test_net: str | None, snapshot_
     s.base_lr = cfg.base_lr
     s.momentum = cfg.momentum
     s.weight_decay = cfg.weight_decay
+    s.clip_gradients = cfg.clip_gradients
     s.lr_policy = "step"
     s.gamma = cfg.gamma
     s.stepsize = cfg.stepsize

@@ -5,6 +5,7 @@ from pathlib import Path
 import caffe
 import numpy as np
 import pytest
+from caffe import layers as L
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
@@ -122,7 +123,7 @@ def test_small_train_nets_run_forward_backward_with_contract_shapes(tmp_path, sm
     assert net.blobs["fc_frame_steps"].data.shape == (t, n, cfg.feature_dim)
     assert net.blobs["volume_pred"].data.shape == (t, n, 1)
     if get_variant(variant).use_lstm:
-        assert net.blobs["lstm1"].data.shape == (t, n, cfg.lstm_hidden)
+        assert net.blobs["lstm1"].data.shape == (cfg.lstm_cycles * t, n, cfg.lstm_hidden)
     assert all(np.isfinite(v).all() for v in out.values())
     assert np.abs(net.params["conv1"][0].diff).sum() > 0, "gradient should reach the first layer"
     assert np.abs(net.params["volume_pred"][0].diff).sum() > 0
@@ -180,7 +181,43 @@ def test_deploy_any_batch_and_lstm_cont_resets():
     # cont = 0 at step 0 discards the state left by the previous forward pass...
     run_deploy(net, seq_a, fresh_cont)
     np.testing.assert_allclose(run_deploy(net, seq_b, fresh_cont), alone_b, rtol=1e-4, atol=1e-6)
-    # ...and without the reset the state of sequence A leaks into B (so the check above can fail).
+    first_step = net.blobs["lstm1"].data[0].copy()
+    # ...and without the reset the state of sequence A leaks into B's first LSTM step (so the
+    # check above can fail; with lstm_cycles = 2 the first reading then washes it out).
     run_deploy(net, seq_a, fresh_cont)
-    leaked = run_deploy(net, seq_b, np.ones((t, 1), np.float32))
-    assert np.abs(leaked - alone_b).max() > 1e-4
+    run_deploy(net, seq_b, np.ones((t, 1), np.float32))
+    assert np.abs(net.blobs["lstm1"].data[0] - first_step).max() > 1e-4
+
+
+def test_lstm_reads_the_cycle_twice_and_reports_the_second_reading(tmp_path):
+    """small (lstm_cycles = 2) equals a plain LSTM over the features repeated, last T outputs."""
+    cfg = get_config("small")
+    assert cfg.lstm_cycles == 2 and get_config("zf").lstm_cycles == 1   # the paper's net: one pass
+    t, c, n = cfg.n_steps, cfg.crop, 2
+    rng = np.random.default_rng(1)
+    net = deploy_net()
+    for blob in net.params["lstm1"]:
+        blob.data[...] = rng.uniform(-0.5, 0.5, blob.data.shape)      # make the state matter
+    cont = np.ones((t, n), np.float32)
+    cont[0] = 0
+    pred = run_deploy(net, rng.normal(0, 50, (t * n, 3, c, c)).astype(np.float32), cont)
+    feats = net.blobs["fc_frame_steps"].data.copy()                        # T x N x q
+
+    ref = caffe.NetSpec()                         # an independent plain LSTM over 2T steps
+    ref.x = L.Input(shape=dict(dim=[2 * t, n, cfg.feature_dim]))
+    ref.cont = L.Input(shape=dict(dim=[2 * t, n]))
+    ref.h = L.LSTM(ref.x, ref.cont, recurrent_param=dict(num_output=cfg.lstm_hidden), name="lstm")
+    path = tmp_path / "ref.prototxt"
+    path.write_text(str(ref.to_proto()))
+    plain = caffe.Net(str(path), caffe.TEST)
+    for a, b in zip(net.params["lstm1"], plain.params["lstm"]):
+        b.data[...] = a.data
+    plain.blobs["x"].data[...] = np.concatenate([feats, feats])
+    plain.blobs["cont"].data[...] = np.concatenate([cont, np.ones_like(cont)])
+    plain.forward()
+    h = plain.blobs["h"].data[t:]                                          # second reading
+    w, bias = (p.data for p in net.params["volume_pred"])
+    np.testing.assert_allclose(pred, h @ w[0] + bias[0], rtol=1e-4, atol=1e-5)
+    first = plain.blobs["h"].data[:t] @ w[0] + bias[0]                     # control: it differs
+    assert np.abs(first - pred).max() > 1e-3
+

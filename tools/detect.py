@@ -153,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--model", help="caffemodel (with --deploy)")
     p.add_argument("--deploy", help="deploy prototxt (with --model)")
     p.add_argument("--size", type=int, help="stored frame side the model was trained on (--model)")
+    p.add_argument("--roi", type=float, default=1.0,
+                   help="central field-of-view fraction the model's training frames kept (--model)")
     p.add_argument("--crop", type=int, help="net input side (--model; default: from the deploy)")
     p.add_argument("--label", choices=CONVENTIONS, default="cycle",
                    help="label convention the model was trained with (--model)")
@@ -173,7 +175,7 @@ def _load_model(args):
         raise ValueError("--model needs --deploy and --size (the stored frame side it was "
                          "trained on, e.g. 72 for config small, 224 for zf)")
     return predict.load_net(args.deploy, args.model, crop=args.crop, convention=args.label,
-                            stored_size=args.size, gpu=args.gpu)
+                            stored_size=args.size, roi=args.roi, gpu=args.gpu)
 
 
 def main(argv=None) -> int:

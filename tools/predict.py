@@ -34,11 +34,12 @@ class LoadedNet:
     crop: int
     stored_size: int | None
     convention: str
+    roi: float                  # central field-of-view fraction the training frames kept
     description: dict           # non-identifying provenance: config, variant, weights file name
 
 
 def load_net(deploy, weights, crop: int | None = None, convention: str = "cycle",
-             stored_size: int | None = None, gpu: int | None = None,
+             stored_size: int | None = None, roi: float = 1.0, gpu: int | None = None,
              description: dict | None = None) -> LoadedNet:
     """A caffe.Net in TEST phase from a deploy prototxt and a caffemodel."""
     import caffe
@@ -61,7 +62,7 @@ def load_net(deploy, weights, crop: int | None = None, convention: str = "cycle"
     desc = {"deploy": Path(deploy).name, "weights": Path(weights).name, "crop": crop,
             "label_convention": convention, "mode": "cpu" if gpu is None else f"gpu{gpu}"}
     desc.update(description or {})
-    return LoadedNet(net, crop, stored_size, convention, desc)
+    return LoadedNet(net, crop, stored_size, convention, roi, desc)
 
 
 def read_settings(run_dir) -> dict:
@@ -104,17 +105,14 @@ def deploy_path(run_dir) -> Path:
 
 
 def _prepared_parameters(settings: dict) -> dict:
-    """Preprocessing parameters of the dataset a run was trained on (its HDF5 provenance)."""
-    data = settings.get("data")
-    if not data:
-        return {}
-    import h5py
-    from data_prep.hdf5 import H5_NAME
-    path = Path(data) / H5_NAME if Path(data).is_dir() else Path(data)
+    """Preprocessing parameters of the data a run was trained on: recorded in its settings by
+    tools/train.py, else read from the dataset's provenance, else none (defaults apply)."""
+    if "data_parameters" in settings:
+        return settings["data_parameters"]
+    from data_prep.hdf5 import load_provenance
     try:
-        with h5py.File(path, "r") as h5:
-            return json.loads(h5.attrs.get("provenance", "{}")).get("parameters", {})
-    except (OSError, ValueError):           # dataset moved or gone: fall back to the defaults
+        return load_provenance(settings["data"]).get("parameters", {}) if settings.get("data") else {}
+    except InputError:                      # dataset moved or gone: fall back to the defaults
         return {}
 
 
@@ -138,7 +136,7 @@ def load_run(run_dir, gpu: int | None = None) -> LoadedNet:
             "iterations": settings.get("iters"), "imagenet_init": settings.get("imagenet_init"),
             "solver_mode": settings.get("solver_mode"), "fold": settings.get("fold")}
     return load_net(deploy_path(run_dir), final_model_path(run_dir), crop=crop,
-                    convention=convention, stored_size=stored, gpu=gpu,
+                    convention=convention, stored_size=stored, roi=prepared.get("roi", 1.0), gpu=gpu,
                     description={k: v for k, v in desc.items() if v is not None})
 
 
@@ -207,7 +205,7 @@ def predict_sequence(loaded: LoadedNet, seq, method: str = "fit") -> dict:
     """ED/ES (0-based original frames) of one CineSequence, with its step curve and time."""
     size = loaded.stored_size or loaded.crop
     tic = time.perf_counter()
-    steps = sequence_to_steps(seq.frames, size, where=seq.seq_id)        # 20 x S x S uint8
+    steps = sequence_to_steps(seq.frames, size, where=seq.seq_id, roi=loaded.roi)  # 20 x S x S uint8
     curve = forward_steps(loaded, steps[None])[0]
     ed, es = decode_steps(curve, seq.n_frames, loaded.convention, method)
     return {"ed": int(ed), "es": int(es), "time_s": time.perf_counter() - tic,

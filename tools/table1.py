@@ -13,7 +13,9 @@ import argparse
 import json
 import shutil
 import sys
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
@@ -66,26 +68,54 @@ def run_dir_for(runs: Path, config: str, variant: str, fold: int) -> Path:
     return runs / f"{config}_{variant}_fold{fold}"
 
 
-def ensure_run(args, variant: str, fold: int) -> Path:
-    """A finished run of variant on fold: reused when its settings match, else trained."""
-    from tools.train import train
+def finished_run(args, variant: str, fold: int) -> Path | None:
+    """The run dir of variant on fold if it finished with the same settings; an error if it
+    finished with others (never silently replaced); None if it still has to be trained."""
     run_dir = run_dir_for(Path(args.runs), args.config, variant, fold)
     settings_path = run_dir / "settings.json"
-    if (run_dir / "final_model.txt").is_file() and settings_path.is_file() and not args.retrain:
-        s = json.loads(settings_path.read_text())
-        wanted = {"config": args.config, "variant": variant, "iters": args.iters,
-                  "fold": str(fold), "imagenet_init": bool(args.weights)}
-        differs = {k: s.get(k) for k, v in wanted.items() if s.get(k) != v}
-        if not differs:
-            print(f"[table1] reusing {run_dir}", flush=True)
-            return run_dir
+    if args.retrain or not (run_dir / "final_model.txt").is_file() or not settings_path.is_file():
+        return None
+    s = json.loads(settings_path.read_text())
+    wanted = {"config": args.config, "variant": variant, "iters": args.iters,
+              "fold": str(fold), "imagenet_init": bool(args.weights)}
+    differs = {k: s.get(k) for k, v in wanted.items() if s.get(k) != v}
+    if differs:
         raise InputError(run_dir, f"finished run with other settings {differs}; pass --retrain "
                                   "to replace it or --runs for another folder")
-    print(f"[table1] training {variant} on fold {fold} ({args.config}, {args.iters} iters)",
-          flush=True)
-    train(args.data, fold, variant=variant, config=args.config, iters=args.iters,
-          weights=args.weights, out=run_dir, force=True, seed=args.seed)
     return run_dir
+
+
+def train_missing(args, variants, folds) -> None:
+    """Train every (variant, fold) run not finished yet, --jobs at a time (one BLAS thread each)."""
+    from tools.train import train
+    todo = [(v, f) for f in folds for v in variants if finished_run(args, v, f) is None]
+    if not todo:
+        return
+    parallel = args.jobs > 1 and len(todo) > 1
+    print(f"[table1] training {len(todo)} runs ({args.config}, {args.iters} iterations each, "
+          f"{args.jobs if parallel else 1} at a time)", flush=True)
+
+    def one(job):
+        variant, fold = job
+        train(args.data, fold, variant=variant, config=args.config, iters=args.iters,
+              weights=args.weights, out=run_dir_for(Path(args.runs), args.config, variant, fold),
+              force=True, seed=args.seed, quiet=parallel, blas_threads=1 if parallel else None)
+        return job
+
+    with ThreadPoolExecutor(max_workers=args.jobs if parallel else 1) as pool:
+        for done, (variant, fold) in enumerate(pool.map(one, todo), 1):
+            print(f"[table1] trained {variant} on fold {fold} ({done}/{len(todo)})", flush=True)
+
+
+def ensure_run(args, variant: str, fold: int) -> Path:
+    """A finished run of variant on fold: reused when its settings match, else trained."""
+    found = finished_run(args, variant, fold)
+    if found is None:
+        train_missing(args, [variant], [fold])
+        found = run_dir_for(Path(args.runs), args.config, variant, fold)
+    else:
+        print(f"[table1] reusing {found}", flush=True)
+    return found
 
 
 def net_records(run_dir: Path, rows: dict, fold: int, method: str, args):
@@ -228,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain", action="store_true", help="retrain even when a run is finished")
     p.add_argument("--decoder", choices=DECODERS, default="fit")
     p.add_argument("--batch", type=int, default=1, help="sequences per forward pass (timing: 1)")
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="training runs side by side, one BLAS thread each (default: up to 2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("results"), help="output folder")
     p.add_argument("--force", action="store_true", help="overwrite existing results")
@@ -251,6 +283,7 @@ def main(argv=None) -> int:
                 raise InputError(args.data, f"no split lists for folds {missing}")
             folds = wanted
         dataset_line, dataset = _dataset_line(args.data)
+        train_missing(args, variants, folds)
         records, nets, fractions, curves_runs = [], {}, {}, []
         for fold in folds:
             rows = predict.load_rows(args.data / f"fold{fold}_test.txt")

@@ -76,6 +76,12 @@ def newest_solverstate(run_dir: Path) -> Path | None:
     return max(states, key=lambda p: int(re.search(r"_iter_(\d+)\.solverstate$", p.name).group(1)))
 
 
+def load_prepared_parameters(data: Path) -> dict:
+    """The preprocessing parameters recorded in a prepared dataset's provenance."""
+    from data_prep.hdf5 import load_provenance
+    return load_provenance(data).get("parameters", {})
+
+
 def resolve_settings(data, fold, variant, config, iters, weights, batch, beta, weight_decay,
                      base_lr, seed) -> dict:
     """Every setting of a run, defaults filled from models/config.py, checked."""
@@ -104,6 +110,8 @@ def resolve_settings(data, fold, variant, config, iters, weights, batch, beta, w
         imagenet_init=bool(weights), seed=seed,
         train_list=str(train_list.resolve()), test_list=str(test_list.resolve()),
         n_train=count_lines(train_list), n_test=count_lines(test_list),
+        # how the frames were made (size, roi, label convention): inference on new data redoes it
+        data_parameters=load_prepared_parameters(Path(data)),
     )
 
 
@@ -132,25 +140,32 @@ def write_run_files(run_dir: Path, s: dict, gpu: bool) -> Path:
     return solver_path
 
 
-def run_caffe(args: list[str], log_path: Path, cwd: Path) -> int:
+def run_caffe(args: list[str], log_path: Path, cwd: Path, echo: bool = True,
+              blas_threads: int | None = None) -> int:
     """Run caffe, appending its whole log to log_path and echoing progress lines; returns the exit code."""
     # stderr only (no glog files in /tmp), and INFO lines even if the caller silenced them: we parse them
     env = {**os.environ, "GLOG_logtostderr": "1", "GLOG_minloglevel": "0"}
-    print("$ " + " ".join(args), flush=True)
+    if blas_threads:            # runs trained side by side: one BLAS thread each is faster here
+        env["OPENBLAS_NUM_THREADS"] = str(blas_threads)
+    if echo:
+        print("$ " + " ".join(args), flush=True)
     with open(log_path, "a") as log:
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 cwd=cwd, env=env)
         for line in proc.stdout:
             log.write(line)
-            if ECHO.search(line):
+            if echo and ECHO.search(line):
                 print(line.rstrip(), flush=True)
         return proc.wait()
 
 
 def train(data, fold, variant="tempreg", config="small", iters=None, weights=None, batch=None,
           out=None, resume=False, force=False, beta=None, weight_decay=None, base_lr=None,
-          seed=0) -> Path:
-    """Train one variant on one fold; returns the final caffemodel (also written to final_model.txt)."""
+          seed=0, quiet=False, blas_threads=None) -> Path:
+    """Train one variant on one fold; returns the final caffemodel (also written to final_model.txt).
+
+    quiet: nothing on stdout (the log still goes to the run dir), for runs trained side by side.
+    """
     if weights:
         weights = Path(weights)
         if not weights.is_file():
@@ -182,7 +197,8 @@ def train(data, fold, variant="tempreg", config="small", iters=None, weights=Non
     s["caffe"] = (Path(sys.prefix) / "caffe_prefix").read_text().strip() if (Path(sys.prefix) / "caffe_prefix").is_file() else str(CAFFE_BIN)
     solver_path = write_run_files(run_dir, s, gpu)
     write_atomic(settings_path, json.dumps(s, indent=2, sort_keys=True) + "\n")
-    print(json.dumps(s, indent=2, sort_keys=True), flush=True)
+    if not quiet:
+        print(json.dumps(s, indent=2, sort_keys=True), flush=True)
 
     args = [str(CAFFE_BIN), "train", f"-solver={solver_path}"]
     if snapshot:
@@ -190,7 +206,7 @@ def train(data, fold, variant="tempreg", config="small", iters=None, weights=Non
     elif s["weights"]:
         args.append(f"-weights={s['weights']}")
     log_path = run_dir / "train.log"
-    code = run_caffe(args, log_path, run_dir)
+    code = run_caffe(args, log_path, run_dir, echo=not quiet, blas_threads=blas_threads)
     if code != 0:
         raise RuntimeError(f"caffe train failed (exit {code}); see {log_path}")
 
@@ -203,7 +219,8 @@ def train(data, fold, variant="tempreg", config="small", iters=None, weights=Non
     if curves["train"]:
         plot_curves(curves, run_dir / "training_curves.png", f"{stem} fold {s['fold']}"
                     + ("" if s["imagenet_init"] else " (no ImageNet weights)"))
-    print(f"final model: {final}")
+    if not quiet:
+        print(f"final model: {final}")
     return final
 
 
