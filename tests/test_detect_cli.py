@@ -1,13 +1,11 @@
 """tools/detect.py end to end: generated DICOM studies with a bad file, ACDC and NIfTI inputs."""
 import csv
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from cli import run_module
 from trivial_net import write_run_dir
 
 pytest.importorskip("caffe")
@@ -20,9 +18,7 @@ IDENTIFIERS = (synthetic.FAKE_PATIENT_NAME, synthetic.FAKE_PATIENT_ID, synthetic
 
 
 def run_detect(*args):
-    env = dict(os.environ, GLOG_minloglevel="2")
-    return subprocess.run([sys.executable, "-m", "tools.detect", *map(str, args), "--quiet"],
-                          capture_output=True, text=True, env=env)
+    return run_module("tools.detect", *args, "--quiet")
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,10 @@
 """tools/evaluate_afd.py end to end: a tiny prepared set, a trivial deploy net, a predictions file."""
 import csv
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
+from cli import run_module
 from trivial_net import write_prepared, write_run_dir, write_trivial_net
 
 pytest.importorskip("caffe")
@@ -25,9 +23,7 @@ FOLDS = [[0, 1, 2], [3, 4, 5]]
 
 
 def run_cli(*args):
-    env = dict(os.environ, GLOG_minloglevel="2")
-    return subprocess.run([sys.executable, "-m", "tools.evaluate_afd", *map(str, args)],
-                          capture_output=True, text=True, env=env)
+    return run_module("tools.evaluate_afd", *args)
 
 
 @pytest.fixture(scope="module")

@@ -44,12 +44,12 @@ def prepared(cohort, tmp_path_factory) -> tuple[Path, subprocess.CompletedProces
     return out, res
 
 
-def reference_steps(frames: np.ndarray, size: int) -> np.ndarray:
+def reference_steps(frames: np.ndarray, size: int, roi: float = 1.0) -> np.ndarray:
     """The README transform, written independently (percentiles, square, cyclic time, resize), unrounded."""
     x = frames.astype(np.float64)
     lo, hi = np.percentile(x[:, ::2, ::2], [1, 99])
     t, h, w = x.shape
-    m = min(h, w)
+    m = int(round(min(h, w) * roi))
     x = x[:, (h - m) // 2:(h - m) // 2 + m, (w - m) // 2:(w - m) // 2 + m]
     out = []
     for i in range(STEPS):
@@ -125,6 +125,24 @@ def test_resize_matches_reference(cohort, tmp_path):
     ref = reference_steps(dicom_frames(cohort, rec), 40)
     best = min(np.abs(data["frames"][r].astype(float) - ref).max() for r in range(len(data["ed"])))
     assert best <= ROUNDING
+
+
+def test_roi_keeps_the_central_fraction(cohort, tmp_path):
+    """--roi 0.5 keeps the central 32 x 32 of 64 x 64 frames, and the provenance records it."""
+    out = tmp_path / "roi"
+    assert prepare.main(["--source", "dicom", str(cohort), str(out), "--size", "32", "--roi", "0.5",
+                         "--folds", "2", "--workers", "1"]) == 0
+    data = load_prepared(out)
+    assert data["provenance"]["parameters"]["roi"] == 0.5
+    rec = json.loads((cohort / "truth.json").read_text())["sequences"][0]
+    frames = dicom_frames(cohort, rec)
+    ref = reference_steps(frames, 32, roi=0.5)
+    best = min(np.abs(data["frames"][r].astype(float) - ref).max() for r in range(len(data["ed"])))
+    assert best <= ROUNDING
+    whole = reference_steps(frames, 32)                  # control: the whole frame, resized
+    assert min(np.abs(data["frames"][r].astype(float) - whole).max()
+               for r in range(len(data["ed"]))) > 10
+    assert run_cli("--source", "dicom", cohort, tmp_path / "bad", "--roi", "1.5").returncode == 2
 
 
 def test_lists_and_load_rows(prepared, tmp_path):

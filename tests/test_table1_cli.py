@@ -1,7 +1,6 @@
 """tools/table1.py end to end on a small prepared synthetic set, with finished (trivial) runs reused."""
 import csv
 import json
-import os
 import subprocess
 import sys
 
@@ -9,6 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
+from cli import run_module
 from trivial_net import write_run_dir
 
 pytest.importorskip("caffe")
@@ -20,9 +20,7 @@ METHODS = ("level_set", "graph_cut") + VARIANTS + ("trivial",)
 
 
 def run_table1(*args):
-    env = dict(os.environ, GLOG_minloglevel="2")
-    return subprocess.run([sys.executable, "-m", "tools.table1", *map(str, args)],
-                          capture_output=True, text=True, env=env)
+    return run_module("tools.table1", *args)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ sequence prints one line and the rest goes on; the exit status is 1 if anything 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -153,8 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--model", help="caffemodel (with --deploy)")
     p.add_argument("--deploy", help="deploy prototxt (with --model)")
     p.add_argument("--size", type=int, help="stored frame side the model was trained on (--model)")
-    p.add_argument("--roi", type=float, default=1.0,
-                   help="central field-of-view fraction the model's training frames kept (--model)")
+    p.add_argument("--roi", type=float,
+                   help="central field-of-view fraction to keep: by default what the run's "
+                        "training data kept (1.0 with --model); set it when this data's field of "
+                        "view differs (e.g. 0.4 for full 350 mm frames and a model trained on "
+                        "heart-cropped ACDC)")
     p.add_argument("--crop", type=int, help="net input side (--model; default: from the deploy)")
     p.add_argument("--label", choices=CONVENTIONS, default="cycle",
                    help="label convention the model was trained with (--model)")
@@ -169,13 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load_model(args):
     from tools import predict
+    if args.roi is not None and not 0 < args.roi <= 1:
+        raise ValueError("--roi must be in (0, 1]")
     if args.run:
-        return predict.load_run(args.run, gpu=args.gpu)
+        loaded = predict.load_run(args.run, gpu=args.gpu)
+        return loaded if args.roi is None else dataclasses.replace(loaded, roi=args.roi)
     if not args.deploy or not args.size:
         raise ValueError("--model needs --deploy and --size (the stored frame side it was "
                          "trained on, e.g. 72 for config small, 224 for zf)")
     return predict.load_net(args.deploy, args.model, crop=args.crop, convention=args.label,
-                            stored_size=args.size, roi=args.roi, gpu=args.gpu)
+                            stored_size=args.size, roi=args.roi or 1.0, gpu=args.gpu)
 
 
 def main(argv=None) -> int:
