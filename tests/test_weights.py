@@ -61,8 +61,9 @@ def test_imagenet_blobs_arrive_and_new_layers_keep_their_fillers(fake_imagenet_z
     np.testing.assert_array_equal(net.params["fc_frame"][1].data, 0)
     for blob in net.params["lstm1"]:                          # U[-0.01, 0.01], section 3
         assert np.abs(blob.data).max() <= 0.01 and blob.data.std() > 0.004
-    head = net.params["volume_pred"][0].data                   # gaussian std 0.01, 256 values
-    assert 0.005 < head.std() < 0.015 and np.abs(head).max() < 0.1
+    head = net.params["volume_pred"][0].data                   # xavier over the 256 LSTM outputs
+    head_bound = np.sqrt(3.0 / 256)
+    assert np.abs(head).max() <= head_bound and 0.5 * head_bound < np.sqrt(3) * head.std() < 1.5 * head_bound
 
 def test_fetch_accepts_a_local_caffemodel_and_checks_it(fake_imagenet_zf, tmp_path):
     from tools.fetch_imagenet_zf import fetch
