@@ -88,7 +88,14 @@ def finished_run(args, variant: str, fold: int) -> Path | None:
 def train_missing(args, variants, folds) -> None:
     """Train every (variant, fold) run not finished yet, --jobs at a time (one BLAS thread each)."""
     from tools.train import train
-    todo = [(v, f) for f in folds for v in variants if finished_run(args, v, f) is None]
+    todo = []
+    for f in folds:
+        for v in variants:
+            found = finished_run(args, v, f)
+            if found is None:
+                todo.append((v, f))
+            else:
+                print(f"[table1] reusing {found}", flush=True)
     if not todo:
         return
     parallel = args.jobs > 1 and len(todo) > 1
@@ -105,17 +112,6 @@ def train_missing(args, variants, folds) -> None:
     with ThreadPoolExecutor(max_workers=args.jobs if parallel else 1) as pool:
         for done, (variant, fold) in enumerate(pool.map(one, todo), 1):
             print(f"[table1] trained {variant} on fold {fold} ({done}/{len(todo)})", flush=True)
-
-
-def ensure_run(args, variant: str, fold: int) -> Path:
-    """A finished run of variant on fold: reused when its settings match, else trained."""
-    found = finished_run(args, variant, fold)
-    if found is None:
-        train_missing(args, [variant], [fold])
-        found = run_dir_for(Path(args.runs), args.config, variant, fold)
-    else:
-        print(f"[table1] reusing {found}", flush=True)
-    return found
 
 
 def net_records(run_dir: Path, rows: dict, fold: int, method: str, args):
@@ -290,7 +286,7 @@ def main(argv=None) -> int:
             if (rows["ed"] < 0).any():
                 raise InputError(args.data / f"fold{fold}_test.txt", "unlabelled test sequences")
             for variant in variants:
-                run_dir = ensure_run(args, variant, fold)
+                run_dir = run_dir_for(Path(args.runs), args.config, variant, fold)  # trained above
                 recs, loaded = net_records(run_dir, rows, fold, variant, args)
                 records += recs
                 nets.setdefault(variant, []).append(loaded.description)
