@@ -38,7 +38,11 @@ DEFAULTS = {
     "n_steps": 20,        # T; must equal the HDF5 files' step count (README, Contracts)
     "mean": list(ZF_MEAN),  # per-channel mean subtracted after replicating grey to 3 channels
     "train": False,       # True: shuffle every epoch and random crop per sequence; else centre, list order
-    "seed": 0,            # seed of the shuffling and cropping
+    "seed": 0,            # seed of the shuffling, cropping and rolling
+    # Training only: start each sequence at a random step, frames and label rolled together. Valid
+    # for "cycle" labels only (a prepared sequence is one period; README, Deviations): it shows
+    # the net every phase at the sequence start, which sequences that start mid-cycle need.
+    "roll": False,
 }
 
 
@@ -60,6 +64,10 @@ def parse_param_str(param_str: str) -> dict:
     for key in ("batch_size", "crop", "n_steps"):
         if not isinstance(params[key], int) or params[key] < 1:
             raise ValueError(f"SequenceData: {key} must be a positive integer, got {params[key]!r}")
+    if not isinstance(params["roll"], bool):
+        raise ValueError(f"SequenceData: roll must be true or false, got {params['roll']!r}")
+    if params["roll"] and not params["train"]:
+        raise ValueError("SequenceData: roll is a training augmentation; it needs train: true")
     if len(params["mean"]) != 3:
         raise ValueError(f"SequenceData: mean must have 3 values (B, G, R), got {params['mean']!r}")
     return params
@@ -79,9 +87,9 @@ def load_sequences(list_file, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
 class SequenceData(caffe.Layer):
     """Tops: frames (T*N) x 3 x C x C (row t*N + n), cont T x N (0 at t = 0, else 1), label T x N.
 
-    All listed sequences are loaded at setup. Training: a new random order each epoch and one
-    random crop per sequence (the same for all its frames); otherwise centre crops in list order,
-    wrapping around. param_str keys: see DEFAULTS.
+    All listed sequences are loaded at setup. Training: a new random order each epoch, one random
+    crop per sequence (the same for all its frames) and, with roll, a random start step; otherwise
+    centre crops in list order, wrapping around. param_str keys: see DEFAULTS.
     """
 
     def setup(self, bottom, top):
@@ -118,8 +126,10 @@ class SequenceData(caffe.Layer):
         for slot, index in enumerate(self.next_indices()):
             rng = self.rng if self.params["train"] else None
             offset = crop_offset(self.frames.shape[2], c, rng)
-            frames[:, slot] = net_input(self.frames[index], c, self.params["mean"], offset)
-            top[2].data[:, slot] = self.labels[index]
+            shift = int(self.rng.integers(t)) if self.params["roll"] else 0
+            frames[:, slot] = net_input(np.roll(self.frames[index], -shift, axis=0), c,
+                                        self.params["mean"], offset)
+            top[2].data[:, slot] = np.roll(self.labels[index], -shift)
         top[1].data[...] = 1.0
         top[1].data[0] = 0.0      # each batch column is a new sequence: reset the LSTM state
 

@@ -87,8 +87,11 @@ def zf_trunk(n, frames, cfg: NetConfig):
 
 
 def _data_param(cfg: NetConfig, source: str, batch_size: int, train: bool, seed: int) -> str:
-    return json.dumps(dict(source=source, batch_size=batch_size, crop=cfg.crop,
-                           n_steps=cfg.n_steps, train=train, seed=seed), sort_keys=True)
+    param = dict(source=source, batch_size=batch_size, crop=cfg.crop, n_steps=cfg.n_steps,
+                 train=train, seed=seed)
+    if train and cfg.train_roll:
+        param["roll"] = True
+    return json.dumps(param, sort_keys=True)
 
 
 def net_proto(cfg: NetConfig, variant: Variant, phase: str, source: str | None = None,
@@ -154,16 +157,19 @@ def net_proto(cfg: NetConfig, variant: Variant, phase: str, source: str | None =
 def solver_proto(cfg: NetConfig, train_net: str, test_net: str | None, snapshot_prefix: str,
                  max_iter: int | None = None, test_iter: int | None = None, seed: int = 0,
                  gpu: bool = True) -> caffe_pb2.SolverParameter:
-    """SGD with momentum and a step policy (section 3); solver_mode GPU as the paper ran."""
+    """The config's solver (SGD with momentum for the paper's model, section 3) with a step policy;
+    solver_mode GPU as the paper ran."""
     s = caffe_pb2.SolverParameter()
     s.train_net = train_net
     if test_net:
         s.test_net.append(test_net)
         s.test_iter.append(test_iter or cfg.test_iter)
         s.test_interval = cfg.test_interval
-    s.type = "SGD"
+    s.type = cfg.solver_type
     s.base_lr = cfg.base_lr
     s.momentum = cfg.momentum
+    if cfg.solver_type == "Adam":
+        s.momentum2 = cfg.momentum2
     s.weight_decay = cfg.weight_decay
     s.clip_gradients = cfg.clip_gradients
     s.lr_policy = "step"

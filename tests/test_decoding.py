@@ -133,3 +133,32 @@ def test_fit_decoder_is_robust_to_noise():
     errors = np.array(errors)
     assert errors.max() <= 1                    # noise of 3 % of the range moves it one frame at most
     assert errors.mean() < 0.1                  # and almost never
+
+
+def test_stack_decoding_averages_standardised_slice_curves():
+    """Two slices of one stack, each with a wrong extreme, decode to the stack's true pair;
+    a slice of another stack and a record without a group keep their own decoding."""
+    from tools.predict import decode_stacks
+    n_frames, ed, es = 24, 3, 12
+    label = volume_label(step_positions(n_frames, N_STEPS), n_frames, ed, es)
+    bump = np.zeros(N_STEPS)
+    bump[15] = 1.2                                   # a spurious maximum on one slice...
+    dip = np.zeros(N_STEPS)
+    dip[18] = -1.5                                   # ...a spurious minimum on the other
+    slice_a = 10 * label + 10 * bump                 # different scales and offsets per slice
+    slice_b = 0.5 * label - 7 + 0.5 * dip
+    assert decode_steps(slice_a, n_frames) != (ed, es) and decode_steps(slice_b, n_frames) != (ed, es)
+    other = volume_label(step_positions(n_frames, N_STEPS), n_frames, 20, 5)
+    records = [dict(group="p1", n_frames=n_frames, curve=list(slice_a), ed_pred=-1, es_pred=-1, time_s=0.1),
+               dict(group="p1", n_frames=n_frames, curve=list(slice_b), ed_pred=-1, es_pred=-1, time_s=0.1),
+               dict(group="p2", n_frames=n_frames, curve=list(other), ed_pred=-1, es_pred=-1, time_s=0.1),
+               dict(n_frames=n_frames, curve=list(slice_a), ed_pred=-1, es_pred=-1, time_s=0.1)]
+    out = decode_stacks(records)
+    assert [(r["ed_pred"], r["es_pred"]) for r in out] == [
+        (ed, es), (ed, es), (20, 5), decode_steps(slice_a, n_frames)]
+    assert [r["stack_size"] for r in out] == [2, 2, 1, 1]
+    assert all(r["ed_pred"] == -1 for r in records), "inputs are not changed"
+    # the same slices in another stack length are another stack
+    records[1]["n_frames"] = 25
+    out = decode_stacks(records)
+    assert (out[0]["ed_pred"], out[0]["es_pred"]) == decode_steps(slice_a, n_frames)

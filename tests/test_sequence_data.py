@@ -110,3 +110,34 @@ def test_bad_inputs_name_the_file(tmp_path, prepared):
         load_sequences(empty, T)
     with pytest.raises(InputError, match="expected 10 x S x S"):
         load_sequences(folder / "all.txt", 10)
+
+def test_roll_starts_each_sequence_at_a_random_step_with_its_label(tmp_path, prepared):
+    folder, frames, labels = prepared
+    n = 5
+    net = data_net(tmp_path, source=str(folder / "all.txt"), batch_size=n, crop=CROP, train=True,
+                   seed=5, roll=True)
+    shifts = set()
+    for _ in range(4):
+        net.forward()
+        blob = net.blobs["frames"].data.reshape(T, n, 3, CROP, CROP)
+        grey = np.rint(blob[:, :, 0] + ZF_MEAN[0]).astype(np.uint8)
+        for slot in range(n):
+            # which stored sequence and which of its steps the first step shows
+            hits = [(row, s, (y, x)) for row in range(len(frames)) for s in range(T)
+                    for y in range(SIZE - CROP + 1) for x in range(SIZE - CROP + 1)
+                    if np.array_equal(frames[row, s, y:y + CROP, x:x + CROP], grey[0, slot])]
+            assert len(hits) == 1
+            row, shift, (y, x) = hits[0]
+            want = np.roll(frames[row], -shift, axis=0)[:, y:y + CROP, x:x + CROP]
+            np.testing.assert_array_equal(grey[:, slot], want)            # frames rolled...
+            np.testing.assert_array_equal(net.blobs["label"].data[:, slot],
+                                          np.roll(labels[row], -shift))   # ...with their label
+            shifts.add(shift)
+        np.testing.assert_array_equal(net.blobs["cont"].data[0], 0)
+    assert len(shifts) > 3, "start steps should be random"
+
+def test_roll_is_for_training_only(prepared):
+    with pytest.raises(ValueError, match="needs train: true"):
+        parse_param_str(json.dumps(dict(source="x", batch_size=1, crop=8, roll=True)))
+    with pytest.raises(ValueError, match="roll must be true or false"):
+        parse_param_str(json.dumps(dict(source="x", batch_size=1, crop=8, train=True, roll=1)))

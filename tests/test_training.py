@@ -99,3 +99,34 @@ def test_bad_arguments_exit_1_with_one_line(trained, tmp_path, capsys, args, mes
     code = train_tool.main(args + ["--out", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip()
     assert code == 1 and message in err and len(err.splitlines()) == 1, err
+
+def test_net_overrides_are_typed_and_checked():
+    parse = train_tool.parse_net_overrides
+    assert parse(["lstm_cycles=1", "train_roll=false", "base_lr=0.01", "solver_type=SGD"]) == dict(
+        lstm_cycles=1, train_roll=False, base_lr=0.01, solver_type="SGD")
+    for bad, message in (("no_such_field=1", "KEY one of"), ("crop=32", "KEY one of"),
+                         ("lstm_cycles", "KEY one of"), ("lstm_cycles=two", "not a valid int"),
+                         ("train_roll=maybe", "not a valid bool")):
+        with pytest.raises(ValueError, match=message):
+            parse([bad])
+
+def test_overrides_reach_the_run_and_roll_needs_cycle_labels(tmp_path):
+    cfg = get_config("small")
+    data = write_prepared(tmp_path / "cohort", 8, cfg.stored_size, seed=2, n_test=4)
+    s = train_tool.resolve_settings(data, 0, "tempreg", "small", 5, None, None, None, None, None, 0,
+                                    {"lstm_cycles": 1, "train_roll": False})
+    assert s["net_overrides"] == {"lstm_cycles": 1, "train_roll": False}
+    (tmp_path / "run").mkdir()
+    train_tool.write_run_files(tmp_path / "run", s, gpu=False)
+    net = text_format.Merge((tmp_path / "run" / "small_tempreg_train.prototxt").read_text(),
+                            caffe_pb2.NetParameter())
+    types = [layer.type for layer in net.layer]
+    assert "Concat" not in types and types.count("LSTM") == 1          # one pass, no second reading
+    data_layer = next(layer for layer in net.layer if layer.name == "data")
+    assert "roll" not in json.loads(data_layer.python_param.param_str)
+    with h5py.File(data / "sequences.h5", "a") as f:                    # pretend 'paper' labels
+        prov = json.loads(f.attrs["provenance"])
+        prov.setdefault("parameters", {})["label"] = "paper"
+        f.attrs["provenance"] = json.dumps(prov)
+    with pytest.raises(ValueError, match="train_roll needs data prepared with --label cycle"):
+        train_tool.resolve_settings(data, 0, "tempreg", "small", 5, None, None, None, None, None, 0)

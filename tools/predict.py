@@ -211,3 +211,31 @@ def predict_sequence(loaded: LoadedNet, seq, method: str = "fit") -> dict:
     return {"ed": int(ed), "es": int(es), "time_s": time.perf_counter() - tic,
             "curve": curve, "steps": steps}
 
+
+
+def stack_key(rec: dict):
+    """Sequences that share one ED/ES: the slices of one patient's cine stack (same group and T)."""
+    return rec.get("group"), rec["n_frames"]
+
+
+def decode_stacks(records: list[dict], convention: str = "cycle", method: str = "fit") -> list[dict]:
+    """Stack-level decoding (not the paper's): ED/ES are phases of the whole cine stack, so the
+    predicted curves of its slices, each standardised (zero mean, unit variance), are averaged
+    and decoded once; every slice gets that pair. Records without a group stay on their own.
+    Returns new records (the inputs are not changed); each keeps its own curve."""
+    members: dict = {}
+    for i, rec in enumerate(records):
+        key = stack_key(rec) if rec.get("group") is not None else ("", i)
+        members.setdefault(key, []).append(i)
+    out = [dict(r) for r in records]
+    for key, idx in members.items():
+        curves = np.array([records[i]["curve"] for i in idx], dtype=np.float64)
+        spread = curves.std(axis=1, keepdims=True)
+        z = (curves - curves.mean(axis=1, keepdims=True)) / np.where(spread > 0, spread, 1.0)
+        tic = time.perf_counter()
+        ed, es = decode_steps(z.mean(axis=0), int(records[idx[0]]["n_frames"]), convention, method)
+        share = (time.perf_counter() - tic) / len(idx)
+        for i in idx:
+            out[i].update(ed_pred=int(ed), es_pred=int(es), time_s=records[i]["time_s"] + share,
+                          stack_size=len(idx))
+    return out

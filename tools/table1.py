@@ -28,13 +28,18 @@ from tools.outputs import (OutputExists, refuse_overwrite, save_figure_atomic, w
 NET_VARIANTS = ("cnn_reg", "tempreg_notsc", "tempreg")
 SEGMENTATION = baselines.SEGMENTATION_METHODS
 TRIVIAL = "trivial"
-METHOD_ORDER = ("level_set", "graph_cut", "cnn_reg", "tempreg_notsc", "tempreg", TRIVIAL)
+STACK = "_stack"     # suffix of a net variant decoded per cine stack (predict.decode_stacks)
+METHOD_ORDER = ("level_set", "graph_cut", "cnn_reg", "tempreg_notsc", "tempreg",
+                "cnn_reg" + STACK, "tempreg_notsc" + STACK, "tempreg" + STACK, TRIVIAL)
 METHOD_NAMES = {
     "level_set": "Seg-based: Level set (auto-init)",
     "graph_cut": "Seg-based: Graph cut (auto-init)",
     "cnn_reg": "Reg-based: CNN + Reg",
     "tempreg_notsc": "TempReg-Net (without TSC)",
     "tempreg": "TempReg-Net",
+    "cnn_reg" + STACK: "CNN + Reg, stack decoding (not the paper's)",
+    "tempreg_notsc" + STACK: "TempReg-Net (without TSC), stack decoding (not the paper's)",
+    "tempreg" + STACK: "TempReg-Net, stack decoding (not the paper's)",
     TRIVIAL: "Reference: ED = frame 0, ES = round(f x T)",
 }
 # Kong et al., MICCAI 2016, Table 1: aFD ED/ES, STD ED/ES, seconds per sequence.
@@ -77,7 +82,9 @@ def finished_run(args, variant: str, fold: int) -> Path | None:
         return None
     s = json.loads(settings_path.read_text())
     wanted = {"config": args.config, "variant": variant, "iters": args.iters,
-              "fold": str(fold), "imagenet_init": bool(args.weights)}
+              "fold": str(fold), "imagenet_init": bool(args.weights),
+              "net_overrides": args.net_overrides}
+    s.setdefault("net_overrides", {})                   # runs made before --set existed
     differs = {k: s.get(k) for k, v in wanted.items() if s.get(k) != v}
     if differs:
         raise InputError(run_dir, f"finished run with other settings {differs}; pass --retrain "
@@ -106,7 +113,8 @@ def train_missing(args, variants, folds) -> None:
         variant, fold = job
         train(args.data, fold, variant=variant, config=args.config, iters=args.iters,
               weights=args.weights, out=run_dir_for(Path(args.runs), args.config, variant, fold),
-              force=True, seed=args.seed, quiet=parallel, blas_threads=1 if parallel else None)
+              force=True, seed=args.seed, quiet=parallel, blas_threads=1 if parallel else None,
+              net_overrides=args.net_overrides)
         return job
 
     with ThreadPoolExecutor(max_workers=args.jobs if parallel else 1) as pool:
@@ -121,7 +129,10 @@ def net_records(run_dir: Path, rows: dict, fold: int, method: str, args):
     records = predict.predict_rows(loaded, rows, batch=args.batch, method=args.decoder)
     for r in records:
         r.update(method=method, fold=f"fold{fold}")
-    return records, loaded
+    stacked = predict.decode_stacks(records, loaded.convention, args.decoder)
+    for r in stacked:
+        r.update(method=method + STACK)
+    return records + stacked, loaded
 
 
 def baseline_records(rows: dict, fold: int, method: str) -> list[dict]:
@@ -257,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                    help="training runs side by side, one BLAS thread each (default: up to 2)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", default=[],
+                   help="net/solver overrides of the config for every run (as tools.train --set)")
     p.add_argument("--out", type=Path, default=Path("results"), help="output folder")
     p.add_argument("--force", action="store_true", help="overwrite existing results")
     return p
@@ -266,6 +279,8 @@ def main(argv=None) -> int:
     from tools import predict           # first: it quiets Caffe's log before caffe is imported
     args = build_parser().parse_args(argv)
     try:
+        from tools.train import parse_net_overrides
+        args.net_overrides = parse_net_overrides(args.set)
         refuse_overwrite([args.out / name for name in OUTPUTS.values()], args.force)
         variants = [v for v in args.variants.split(",") if v]
         unknown = sorted(set(variants) - set(NET_VARIANTS))
@@ -359,7 +374,9 @@ def describe(args, folds, n_folds, dataset_line, dataset, nets, fractions) -> di
         f"{', '.join(map(str, folds))}" + ("" if len(folds) == n_folds else " only")
         + f"; label convention '{dataset.get('label')}'.",
         f"Configuration: '{args.config}'" + (f" ({cfg.description})" if cfg else "")
-        + f", {args.iters} training iterations per run, seed {args.seed}.",
+        + f", {args.iters} training iterations per run, seed {args.seed}"
+        + (f", overrides {', '.join(f'{k}={v}' for k, v in args.net_overrides.items())}"
+           if args.net_overrides else "") + ".",
         f"Input: stored frames {stored} x {stored} px, 20 steps per cycle; net input "
         f"{first.get('crop')} x {first.get('crop')} (centre crop at test time).",
         "ImageNet weights: " + (f"yes ({args.weights.name})" if args.weights else
@@ -383,7 +400,7 @@ def describe(args, folds, n_folds, dataset_line, dataset, nets, fractions) -> di
         + ", ".join(f"{k} {v:.3f}" for k, v in fractions.items()) + ".",
     ]
     return {"dataset_line": dataset_line, "dataset": dataset, "folds": [f"fold{f}" for f in folds],
-            "config": args.config, "iters": args.iters,
+            "config": args.config, "iters": args.iters, "net_overrides": args.net_overrides,
             "imagenet_weights": bool(args.weights), "decoder": args.decoder,
             "batch": args.batch, "nets": nets, "es_fractions": fractions, "notes": notes}
 

@@ -11,6 +11,7 @@ caffemodel) and training_curves.png.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -24,10 +25,12 @@ from pathlib import Path
 from google.protobuf import text_format
 
 from data_prep.errors import InputError
-from models.config import VARIANTS, CONFIGS, get_config, get_variant
+from models.config import VARIANTS, CONFIGS, NetConfig, get_config, get_variant
 from models.tempregnet import file_stem, net_proto, solver_proto
 from tools.plot_training import parse_log, plot_curves
 
+# NetConfig fields --set may not change: they name the config or fix the stored data and crop.
+FIXED_FIELDS = {"name", "description", "stored_size", "crop", "pool5_size", "n_steps"}
 CAFFE_BIN = Path(sys.prefix) / "bin" / "caffe"   # the venv wrapper (Python layers see the project)
 # Console echo of the Caffe log: progress, test results and anything that looks like an error.
 ECHO = re.compile(r"Iteration \d+|net output|Optimization Done|Snapshotting to|^[EF]\d{4}|Error|Traceback|Check failed")
@@ -82,10 +85,35 @@ def load_prepared_parameters(data: Path) -> dict:
     return load_provenance(data).get("parameters", {})
 
 
+def parse_net_overrides(pairs) -> dict:
+    """`KEY=VALUE` strings -> {field: value} for models.config.NetConfig, typed like the field's
+    default; unknown fields and the ones that name or size the stored data are errors."""
+    fields = {f.name: f for f in dataclasses.fields(NetConfig)}
+    overrides = {}
+    for pair in pairs or ():
+        key, sep, text = pair.partition("=")
+        if not sep or key not in fields or key in FIXED_FIELDS:
+            allowed = ", ".join(sorted(set(fields) - FIXED_FIELDS))
+            raise ValueError(f"--set expects KEY=VALUE with KEY one of: {allowed}; got {pair!r}")
+        kind = type(fields[key].default) if fields[key].default is not dataclasses.MISSING else int
+        try:
+            if kind is bool:
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(text)
+                overrides[key] = text.lower() in ("true", "1")
+            else:
+                overrides[key] = kind(text)
+        except ValueError:
+            raise ValueError(f"--set {key}: {text!r} is not a valid {kind.__name__}") from None
+    return overrides
+
+
 def resolve_settings(data, fold, variant, config, iters, weights, batch, beta, weight_decay,
-                     base_lr, seed) -> dict:
+                     base_lr, seed, net_overrides=None) -> dict:
     """Every setting of a run, defaults filled from models/config.py, checked."""
     cfg, var = get_config(config), get_variant(variant)
+    net_overrides = dict(net_overrides or {})
+    cfg = cfg.replace(**net_overrides)
     fold = str(fold)
     if fold != "all" and not fold.isdigit():
         raise ValueError(f"--fold must be a number or 'all', got {fold!r}")
@@ -98,12 +126,16 @@ def resolve_settings(data, fold, variant, config, iters, weights, batch, beta, w
     if weights and cfg.name != "zf":
         raise ValueError("--weights (ImageNet ZF) fits only --config zf; the small net trains from scratch")
     train_list, test_list = fold_lists(Path(data), fold)
+    if cfg.train_roll and load_prepared_parameters(Path(data)).get("label", "cycle") != "cycle":
+        raise ValueError("train_roll needs data prepared with --label cycle (a rolled 'paper' "
+                         "label is not Eq. 4 of the rolled sequence)")
     batch = batch or cfg.batch_size
     return dict(
         data=str(Path(data).resolve()), fold=fold, variant=var.name, config=cfg.name,
         description=f"{var.description}; {cfg.description}",
         iters=iters, batch_size=batch, test_batch_size=cfg.test_batch_size,
         beta=var.beta if beta is None else beta,
+        net_overrides=net_overrides,
         weight_decay=cfg.weight_decay if weight_decay is None else weight_decay,
         base_lr=cfg.base_lr if base_lr is None else base_lr,
         weights=str(Path(weights).resolve()) if weights else None,
@@ -117,7 +149,8 @@ def resolve_settings(data, fold, variant, config, iters, weights, batch, beta, w
 
 def write_run_files(run_dir: Path, s: dict, gpu: bool) -> Path:
     """Prototxts and solver for settings s into run_dir; returns the solver path."""
-    cfg = get_config(s["config"]).replace(weight_decay=s["weight_decay"], base_lr=s["base_lr"])
+    cfg = get_config(s["config"]).replace(**s.get("net_overrides", {}))
+    cfg = cfg.replace(weight_decay=s["weight_decay"], base_lr=s["base_lr"])
     var = get_variant(s["variant"])
     var = type(var)(var.name, var.description, var.use_lstm, s["beta"])
     stem = file_stem(cfg, var)
@@ -161,7 +194,7 @@ def run_caffe(args: list[str], log_path: Path, cwd: Path, echo: bool = True,
 
 def train(data, fold, variant="tempreg", config="small", iters=None, weights=None, batch=None,
           out=None, resume=False, force=False, beta=None, weight_decay=None, base_lr=None,
-          seed=0, quiet=False, blas_threads=None) -> Path:
+          seed=0, quiet=False, blas_threads=None, net_overrides=None) -> Path:
     """Train one variant on one fold; returns the final caffemodel (also written to final_model.txt).
 
     quiet: nothing on stdout (the log still goes to the run dir), for runs trained side by side.
@@ -186,7 +219,7 @@ def train(data, fold, variant="tempreg", config="small", iters=None, weights=Non
         if iters is None:
             raise ValueError("--iters is required")
         s = resolve_settings(data, fold, variant, config, iters, weights, batch, beta, weight_decay,
-                             base_lr, seed)
+                             base_lr, seed, net_overrides)
         if run_dir.exists() and any(run_dir.iterdir()):
             if not force:
                 raise InputError(run_dir, "run directory exists; pass --resume to continue or --force to start over")
@@ -240,6 +273,9 @@ def main(argv=None) -> int:
     parser.add_argument("--weight-decay", type=float, help="alpha of Eq. 3 as Caffe weight_decay")
     parser.add_argument("--base-lr", type=float, help="base learning rate (head gets 10x)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", nargs="+", metavar="KEY=VALUE", default=[],
+                        help="override net/solver fields of the config (models/config.py), e.g. "
+                             "--set lstm_cycles=1 train_roll=false; recorded in settings.json")
     parser.add_argument("--out", type=Path, help="run directory (default runs/<config>_<variant>_fold<k>)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest .solverstate in --out")
     parser.add_argument("--force", action="store_true", help="delete an existing run directory and start over")
@@ -250,7 +286,8 @@ def main(argv=None) -> int:
         if args.config == "zf" and not (args.weights or args.no_weights or args.resume):
             raise ValueError("--config zf needs --weights ZF.v2.caffemodel (the paper) or --no-weights")
         train(args.data, args.fold, args.variant, args.config, args.iters, args.weights, args.batch,
-              args.out, args.resume, args.force, args.beta, args.weight_decay, args.base_lr, args.seed)
+              args.out, args.resume, args.force, args.beta, args.weight_decay, args.base_lr, args.seed,
+              net_overrides=parse_net_overrides(args.set))
     except (InputError, ValueError, RuntimeError) as err:
         print(f"train: {err}", file=sys.stderr)
         return 1
