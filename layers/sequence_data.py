@@ -43,6 +43,9 @@ DEFAULTS = {
     # for "cycle" labels only (a prepared sequence is one period; README, Deviations): it shows
     # the net every phase at the sequence start, which sequences that start mid-cycle need.
     "roll": False,
+    # Training only: flip each sequence left-right and/or up-down at random (the same for all its
+    # frames), as Caffe's own `mirror` transform does left-right. Valid for any label.
+    "flip": False,
 }
 
 
@@ -64,10 +67,11 @@ def parse_param_str(param_str: str) -> dict:
     for key in ("batch_size", "crop", "n_steps"):
         if not isinstance(params[key], int) or params[key] < 1:
             raise ValueError(f"SequenceData: {key} must be a positive integer, got {params[key]!r}")
-    if not isinstance(params["roll"], bool):
-        raise ValueError(f"SequenceData: roll must be true or false, got {params['roll']!r}")
-    if params["roll"] and not params["train"]:
-        raise ValueError("SequenceData: roll is a training augmentation; it needs train: true")
+    for key in ("roll", "flip"):
+        if not isinstance(params[key], bool):
+            raise ValueError(f"SequenceData: {key} must be true or false, got {params[key]!r}")
+        if params[key] and not params["train"]:
+            raise ValueError(f"SequenceData: {key} is a training augmentation; it needs train: true")
     if len(params["mean"]) != 3:
         raise ValueError(f"SequenceData: mean must have 3 values (B, G, R), got {params['mean']!r}")
     return params
@@ -88,7 +92,8 @@ class SequenceData(caffe.Layer):
     """Tops: frames (T*N) x 3 x C x C (row t*N + n), cont T x N (0 at t = 0, else 1), label T x N.
 
     All listed sequences are loaded at setup. Training: a new random order each epoch, one random
-    crop per sequence (the same for all its frames) and, with roll, a random start step; otherwise
+    crop per sequence (the same for all its frames) and, with roll and flip, a random start step and
+    random flips; otherwise
     centre crops in list order, wrapping around. param_str keys: see DEFAULTS.
     """
 
@@ -127,8 +132,11 @@ class SequenceData(caffe.Layer):
             rng = self.rng if self.params["train"] else None
             offset = crop_offset(self.frames.shape[2], c, rng)
             shift = int(self.rng.integers(t)) if self.params["roll"] else 0
-            frames[:, slot] = net_input(np.roll(self.frames[index], -shift, axis=0), c,
-                                        self.params["mean"], offset)
+            seq = np.roll(self.frames[index], -shift, axis=0)
+            if self.params["flip"]:
+                flip_x, flip_y = self.rng.integers(2, size=2)
+                seq = seq[:, ::-1 if flip_y else 1, ::-1 if flip_x else 1]
+            frames[:, slot] = net_input(seq, c, self.params["mean"], offset)
             top[2].data[:, slot] = np.roll(self.labels[index], -shift)
         top[1].data[...] = 1.0
         top[1].data[0] = 0.0      # each batch column is a new sequence: reset the LSTM state

@@ -20,6 +20,7 @@ class NetConfig:
     lstm_hidden: int          # LSTM hidden size (the paper does not give it)
     pool5_size: int           # expected pool5 side; the generator asserts it from the arithmetic
     n_steps: int = N_STEPS
+    lrn: bool = True          # ZF's local response normalisation after conv1 and conv2
     batch_size: int = 4       # sequences per training batch (N)
     test_batch_size: int = 4
     # Solver (section 3): SGD, fine-tuned layers at base_lr, the new regression head at 10x.
@@ -47,6 +48,9 @@ class NetConfig:
     # Training augmentation (not in the paper, which only crops): start every training sequence at
     # a random step, frames and labels rolled together. Valid for the "cycle" label convention only.
     train_roll: bool = False
+    # Training augmentation (not in the paper; Caffe's `mirror` does left-right): random left-right
+    # and up-down flips of each training sequence. Valid for any label convention.
+    train_flip: bool = False
 
     def replace(self, **kw) -> "NetConfig":
         """A copy with some fields changed (unknown fields raise TypeError)."""
@@ -86,7 +90,7 @@ SMALL = NetConfig(
     # this net needed ~3x the iterations to reach the same training loss (README, Deviations).
     # No dropout: with it this narrow net sat at the constant-predictor plateau on some seeds.
     solver_type="Adam", base_lr=3e-4, momentum=0.9, momentum2=0.999,
-    stepsize=2000, max_iter=3000, snapshot=500, test_interval=100,
+    stepsize=1500, max_iter=2000, snapshot=500, test_interval=100,
     test_iter=10, display=10, dropout=0.0,
     lstm_cycles=2, train_roll=True,
 )

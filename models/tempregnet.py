@@ -52,11 +52,12 @@ def _conv_relu(n, bottom, index: int, width: int, kernel: int, stride: int, pad:
     return conv
 
 
-def _lrn_pool(n, bottom, index: int, pad: int):
+def _lrn_pool(n, bottom, index: int, pad: int, lrn: bool = True):
     # ZF's LRN: local_size 3, alpha 5e-5, beta 0.75 within each channel (py-faster-rcnn ZF).
-    n[f"norm{index}"] = L.LRN(bottom, local_size=3, alpha=5e-5, beta=0.75,
-                              norm_region=P.LRN.WITHIN_CHANNEL)
-    n[f"pool{index}"] = L.Pooling(n[f"norm{index}"], pool=P.Pooling.MAX, kernel_size=3, stride=2, pad=pad)
+    if lrn:
+        bottom = n[f"norm{index}"] = L.LRN(bottom, local_size=3, alpha=5e-5, beta=0.75,
+                                           norm_region=P.LRN.WITHIN_CHANNEL)
+    n[f"pool{index}"] = L.Pooling(bottom, pool=P.Pooling.MAX, kernel_size=3, stride=2, pad=pad)
     return n[f"pool{index}"]
 
 
@@ -74,8 +75,8 @@ def zf_trunk(n, frames, cfg: NetConfig):
     got = pool5_side(cfg.crop)
     assert got == cfg.pool5_size, f"{cfg.name}: crop {cfg.crop} gives pool5 {got} x {got}, config says {cfg.pool5_size}"
     w1, w2, w3, w4, w5 = cfg.conv_widths
-    x = _lrn_pool(n, _conv_relu(n, frames, 1, w1, 7, 2, 3), 1, pad=1)
-    x = _lrn_pool(n, _conv_relu(n, x, 2, w2, 5, 2, 2), 2, pad=1)
+    x = _lrn_pool(n, _conv_relu(n, frames, 1, w1, 7, 2, 3), 1, pad=1, lrn=cfg.lrn)
+    x = _lrn_pool(n, _conv_relu(n, x, 2, w2, 5, 2, 2), 2, pad=1, lrn=cfg.lrn)
     x = _conv_relu(n, x, 3, w3, 3, 1, 1)
     x = _conv_relu(n, x, 4, w4, 3, 1, 1)
     x = _conv_relu(n, x, 5, w5, 3, 1, 1)
@@ -91,6 +92,8 @@ def _data_param(cfg: NetConfig, source: str, batch_size: int, train: bool, seed:
                  train=train, seed=seed)
     if train and cfg.train_roll:
         param["roll"] = True
+    if train and cfg.train_flip:
+        param["flip"] = True
     return json.dumps(param, sort_keys=True)
 
 

@@ -222,3 +222,19 @@ def test_lstm_reads_the_cycle_twice_and_reports_the_second_reading(tmp_path):
     first = plain.blobs["h"].data[:t] @ w[0] + bias[0]                     # control: it differs
     assert np.abs(first - pred).max() > 1e-3
 
+
+
+def test_lrn_can_be_left_out_and_augmentations_reach_the_training_data_layer():
+    from models.tempregnet import net_proto
+    cfg, variant = get_config("small"), get_variant("tempreg")
+    with_lrn = net_proto(cfg.replace(lrn=True), variant, "train", "x.txt")
+    without = net_proto(cfg.replace(lrn=False, train_roll=True, train_flip=True), variant, "train", "x.txt")
+    assert [l.name for l in with_lrn.layer if l.type == "LRN"] == ["norm1", "norm2"]
+    assert not [l for l in without.layer if l.type == "LRN"]
+    pools = {l.name: list(l.bottom) for l in without.layer if l.type == "Pooling"}
+    assert pools["pool1"] == ["conv1"] and pools["pool2"] == ["conv2"]
+    param = json.loads(next(l for l in without.layer if l.name == "data").python_param.param_str)
+    assert param["roll"] is True and param["flip"] is True
+    test_net = net_proto(cfg.replace(train_roll=True, train_flip=True), variant, "test", "x.txt")
+    param = json.loads(next(l for l in test_net.layer if l.name == "data").python_param.param_str)
+    assert "roll" not in param and "flip" not in param           # never at test time

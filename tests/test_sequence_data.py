@@ -136,8 +136,35 @@ def test_roll_starts_each_sequence_at_a_random_step_with_its_label(tmp_path, pre
         np.testing.assert_array_equal(net.blobs["cont"].data[0], 0)
     assert len(shifts) > 3, "start steps should be random"
 
-def test_roll_is_for_training_only(prepared):
-    with pytest.raises(ValueError, match="needs train: true"):
+def test_flip_mirrors_whole_sequences_at_random(tmp_path, prepared):
+    folder, frames, labels = prepared
+    n = 5
+    net = data_net(tmp_path, source=str(folder / "all.txt"), batch_size=n, crop=CROP, train=True,
+                   seed=7, flip=True)
+    seen = set()
+    for _ in range(4):
+        net.forward()
+        blob = net.blobs["frames"].data.reshape(T, n, 3, CROP, CROP)
+        grey = np.rint(blob[:, :, 0] + ZF_MEAN[0]).astype(np.uint8)
+        for slot in range(n):
+            hits = []
+            for row in range(len(frames)):
+                for fy in (False, True):
+                    for fx in (False, True):
+                        seq = frames[row][:, ::-1 if fy else 1, ::-1 if fx else 1]
+                        hits += [(row, fy, fx) for y in range(SIZE - CROP + 1)
+                                 for x in range(SIZE - CROP + 1)
+                                 if np.array_equal(seq[:, y:y + CROP, x:x + CROP], grey[:, slot])]
+            assert len(hits) == 1, "every frame of the sequence flipped the same way"
+            row, fy, fx = hits[0]
+            np.testing.assert_array_equal(net.blobs["label"].data[:, slot], labels[row])
+            seen.add((fy, fx))
+    assert len(seen) == 4, "all four flips should occur"
+
+def test_roll_and_flip_are_for_training_only(prepared):
+    with pytest.raises(ValueError, match="roll is a training augmentation"):
         parse_param_str(json.dumps(dict(source="x", batch_size=1, crop=8, roll=True)))
+    with pytest.raises(ValueError, match="flip is a training augmentation"):
+        parse_param_str(json.dumps(dict(source="x", batch_size=1, crop=8, flip=True)))
     with pytest.raises(ValueError, match="roll must be true or false"):
         parse_param_str(json.dumps(dict(source="x", batch_size=1, crop=8, train=True, roll=1)))

@@ -130,3 +130,26 @@ def test_overrides_reach_the_run_and_roll_needs_cycle_labels(tmp_path):
         f.attrs["provenance"] = json.dumps(prov)
     with pytest.raises(ValueError, match="train_roll needs data prepared with --label cycle"):
         train_tool.resolve_settings(data, 0, "tempreg", "small", 5, None, None, None, None, None, 0)
+
+def test_learning_curve_reports_held_out_afd(trained, tmp_path):
+    from tools import learning_curve
+    data = trained[0]
+    out = tmp_path / "curve"
+    assert learning_curve.main(["--data", str(data), "--iters", "20", "--every", "10",
+                                "--set", "lstm_cycles=1", "--out", str(out)]) == 0
+    lines = json.loads((out / "learning_curve.json").read_text())["lines"]
+    assert [line["iteration"] for line in lines] == [10, 20]
+    for line in lines:
+        assert np.isfinite(line["train_l2"]) and line["test_mse"] >= 0
+        for phase in ("ed", "es"):                  # the cyclic difference never exceeds Eq. 5's
+            assert 0 <= line[f"cyclic_{phase}"] <= line[f"afd_{phase}"] < 35
+    net = text_format.Merge((out / "train.prototxt").read_text(), caffe_pb2.NetParameter())
+    assert [layer.type for layer in net.layer].count("Concat") == 0    # the override took effect
+
+def test_learning_curve_bad_arguments(trained, capsys):
+    from tools import learning_curve
+    assert learning_curve.main(["--data", str(trained[0]), "--iters", "5", "--every", "10"]) == 1
+    assert capsys.readouterr().err.strip() == "learning_curve: need 1 <= --every <= --iters"
+    assert learning_curve.main(["--data", str(trained[0]), "--fold", "all", "--iters", "5",
+                                "--every", "5"]) == 1
+    assert "no held-out sequences" in capsys.readouterr().err

@@ -1,0 +1,119 @@
+"""Held-out aFD while a net trains: the quick experiment loop behind the README's tuning notes.
+
+    python -m tools.learning_curve --data data/demo/prepared-p24-s0-72px-roi0.5 --fold 0 \\
+        --variant tempreg --config small --iters 2000 --every 250 [--set base_lr=1e-3 ...]
+
+Trains with pycaffe (no run directory, no snapshots) and every --every iterations decodes the
+fold's test sequences with the deploy net sharing the training weights; prints one line each:
+mean training L2, test MSE against the labels, aFD ED / ES (Eq. 5) and the cyclic aFD. Nothing is
+written unless --out names a folder (then the nets, the solver and the lines as JSON go there).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from data_prep.errors import InputError
+from data_prep.labels import decode_steps
+from tools import predict
+from tools.afd import cyclic_differences, frame_differences
+from tools.outputs import write_json_atomic
+from tools.train import fold_lists, load_prepared_parameters, parse_net_overrides
+
+
+def held_out_scores(loaded, rows, convention: str) -> dict:
+    """Test MSE and aFD / cyclic aFD of ED and ES for the prepared rows."""
+    curves = predict.forward_steps(loaded, rows["frames"])
+    decoded = np.array([decode_steps(c, int(n), convention) for c, n in zip(curves, rows["n_frames"])])
+    out = {"test_mse": float(np.mean((curves - rows["label"]) ** 2))}
+    for col, name in ((0, "ed"), (1, "es")):
+        out[f"afd_{name}"] = float(frame_differences(rows[name], decoded[:, col]).mean())
+        out[f"cyclic_{name}"] = float(cyclic_differences(rows[name], decoded[:, col], rows["n_frames"]).mean())
+    return out
+
+
+def run(args) -> list[dict]:
+    import caffe
+    from google.protobuf import text_format
+    from models.config import get_config, get_variant
+    from models.tempregnet import net_proto, solver_proto
+
+    cfg = get_config(args.config).replace(**parse_net_overrides(args.set))
+    variant = get_variant(args.variant)
+    convention = load_prepared_parameters(args.data).get("label", "cycle")
+    if cfg.train_roll and convention != "cycle":
+        raise ValueError("train_roll needs data prepared with --label cycle")
+    train_list, test_list = fold_lists(args.data, args.fold)
+    if args.fold == "all":
+        raise ValueError("--fold all has no held-out sequences; give a fold number")
+    folder = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="learning_curve-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {phase: folder / f"{phase}.prototxt" for phase in ("train", "deploy")}
+    paths["train"].write_text(text_format.MessageToString(
+        net_proto(cfg, variant, "train", str(train_list.resolve()), seed=args.seed)))
+    paths["deploy"].write_text(text_format.MessageToString(net_proto(cfg, variant, "deploy")))
+    solver = solver_proto(cfg, str(paths["train"]), None, str(folder / "snapshot"),
+                          max_iter=args.iters, seed=args.seed, gpu=False)
+    solver.snapshot = 0
+    (folder / "solver.prototxt").write_text(text_format.MessageToString(solver))
+
+    caffe.set_mode_cpu()
+    caffe.set_random_seed(args.seed)
+    sgd = caffe.get_solver(str(folder / "solver.prototxt"))
+    deploy = caffe.Net(str(paths["deploy"]), caffe.TEST)
+    loaded = predict.LoadedNet(deploy, cfg.crop, cfg.stored_size, convention, 1.0, {})
+    rows = predict.load_rows(test_list)
+    print(f"{cfg.name} {variant.name} fold {args.fold}, overrides {args.set or 'none'}: "
+          f"{len(rows['n_frames'])} test sequences", flush=True)
+    lines, started = [], time.time()
+    for done in range(args.every, args.iters + 1, args.every):
+        losses = []
+        for _ in range(args.every):
+            sgd.step(1)
+            losses.append(float(sgd.net.blobs["l2_loss"].data))
+        deploy.share_with(sgd.net)
+        line = {"iteration": done, "seconds": round(time.time() - started, 1),
+                "train_l2": float(np.mean(losses)), **held_out_scores(loaded, rows, convention)}
+        lines.append(line)
+        print(f"it {done:6d} {line['seconds']:7.0f}s train L2 {line['train_l2']:.4f} test MSE "
+              f"{line['test_mse']:.4f} aFD ED {line['afd_ed']:.2f} ES {line['afd_es']:.2f} "
+              f"(cyclic {line['cyclic_ed']:.2f} / {line['cyclic_es']:.2f})", flush=True)
+    if args.out:
+        write_json_atomic(folder / "learning_curve.json",
+                          {"config": args.config, "variant": args.variant, "fold": args.fold,
+                           "overrides": args.set, "seed": args.seed, "lines": lines})
+    return lines
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, required=True, help="prepared data folder")
+    p.add_argument("--fold", default="0")
+    p.add_argument("--variant", default="tempreg")
+    p.add_argument("--config", default="small")
+    p.add_argument("--iters", type=int, default=2000)
+    p.add_argument("--every", type=int, default=250, help="iterations between evaluations")
+    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", default=[], help="config overrides")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, help="keep the nets and learning_curve.json here")
+    args = p.parse_args(argv)
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    try:
+        if args.iters < 1 or args.every < 1 or args.every > args.iters:
+            raise ValueError("need 1 <= --every <= --iters")
+        run(args)
+    except (InputError, ValueError) as err:
+        print(f"learning_curve: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
