@@ -62,6 +62,20 @@ def test_model_and_deploy_over_two_folds(prepared, tmp_path):
     assert "| pooled | 6 | 0.50 |" in md
 
 
+def test_stack_decoding_flag(prepared, tmp_path):
+    """--stack groups slices by patient and frame count; every case here has its own frame
+    count, so each is a stack of one and the numbers are the per-sequence ones."""
+    deploy, weights = write_trivial_net(tmp_path / "net")
+    out = tmp_path / "eval_stack"
+    res = run_cli("--model", weights, "--deploy", deploy, "--data", prepared,
+                  "--list", "fold0_test.txt", "--list", "fold1_test.txt", "--out", out, "--stack")
+    assert res.returncode == 0, res.stderr
+    result = json.loads((out / "afd.json").read_text())
+    assert result["meta"]["decoding"] == "per cine stack (not the paper's)"
+    assert result["summary"]["pooled"]["ed"]["afd"] == pytest.approx(3 / 6)
+    assert result["summary"]["pooled"]["es"]["afd"] == pytest.approx(3 / 6)
+
+
 def test_run_dir_and_refusal_to_overwrite(prepared, tmp_path):
     run = write_run_dir(tmp_path / "run", data=prepared)
     out = tmp_path / "eval"

@@ -16,7 +16,7 @@ from models.config import get_config
 from tools import table1
 
 # A CPU-sized run of the small configuration (not the paper's model: see models/config.py).
-DEFAULTS = dict(patients=24, seed=0, config="small", iters=2000, roi=0.5)
+DEFAULTS = dict(patients=24, seed=0, config="small", iters=3000, roi=0.5)
 
 
 def banner(text: str) -> None:

@@ -137,12 +137,16 @@ def records_from_nets(args) -> tuple[list[dict], dict]:
         unlabelled = int((rows["ed"] < 0).sum())
         if unlabelled:
             raise InputError(list_file, f"{unlabelled} of its sequences have no ED/ES labels")
-        for rec in predict.predict_rows(loaded, rows, batch=args.batch, method=args.decoder):
+        fold = predict.predict_rows(loaded, rows, batch=args.batch, method=args.decoder)
+        if args.stack:
+            fold = predict.decode_stacks(fold, loaded.convention, args.decoder)
+        for rec in fold:
             rec["fold"] = fold_name(list_file)
             records.append(rec)
         nets.append(loaded.description)
     meta = {"decoder": args.decoder, "batch": args.batch, "nets": nets,
-            "lists": [p.name for p in lists]}
+            "lists": [p.name for p in lists],
+            "decoding": "per cine stack (not the paper's)" if args.stack else "per sequence"}
     return records, meta
 
 
@@ -162,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder", choices=DECODERS, default="fit",
                    help="fit: Eq. 4 template fit (default); extrema: the paper's max/min rule")
     p.add_argument("--batch", type=int, default=1, help="sequences per forward pass (default 1)")
+    p.add_argument("--stack", action="store_true",
+                   help="decode each patient's slices with the same frame count together "
+                        "(tools.predict.decode_stacks; not the paper's protocol)")
     p.add_argument("--gpu", type=int, default=None, help="GPU id (default CPU)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
