@@ -11,7 +11,7 @@ written unless --out names a folder (then the nets, the solver and the lines as 
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import os
 import sys
 import tempfile
@@ -47,6 +47,10 @@ def run(args) -> list[dict]:
 
     cfg = get_config(args.config).replace(**parse_net_overrides(args.set))
     variant = get_variant(args.variant)
+    if args.beta is not None:
+        if variant.name != "tempreg":
+            raise ValueError("--beta applies to --variant tempreg")
+        variant = dataclasses.replace(variant, beta=args.beta)
     convention = load_prepared_parameters(args.data).get("label", "cycle")
     if cfg.train_roll and convention != "cycle":
         raise ValueError("train_roll needs data prepared with --label cycle")
@@ -70,7 +74,7 @@ def run(args) -> list[dict]:
     deploy = caffe.Net(str(paths["deploy"]), caffe.TEST)
     loaded = predict.LoadedNet(deploy, cfg.crop, cfg.stored_size, convention, 1.0, {})
     rows = predict.load_rows(test_list)
-    print(f"{cfg.name} {variant.name} fold {args.fold}, overrides {args.set or 'none'}: "
+    print(f"{cfg.name} {variant.name} (beta {variant.beta:g}) fold {args.fold}, overrides {args.set or 'none'}: "
           f"{len(rows['n_frames'])} test sequences", flush=True)
     lines, started = [], time.time()
     for done in range(args.every, args.iters + 1, args.every):
@@ -88,7 +92,8 @@ def run(args) -> list[dict]:
     if args.out:
         write_json_atomic(folder / "learning_curve.json",
                           {"config": args.config, "variant": args.variant, "fold": args.fold,
-                           "overrides": args.set, "seed": args.seed, "lines": lines})
+                           "beta": variant.beta, "overrides": args.set, "seed": args.seed,
+                           "lines": lines})
     return lines
 
 
@@ -101,6 +106,7 @@ def main(argv=None) -> int:
     p.add_argument("--iters", type=int, default=2000)
     p.add_argument("--every", type=int, default=250, help="iterations between evaluations")
     p.add_argument("--set", nargs="+", metavar="KEY=VALUE", default=[], help="config overrides")
+    p.add_argument("--beta", type=float, help="temporal loss weight of tempreg (default in models/config.py)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="keep the nets and learning_curve.json here")
     args = p.parse_args(argv)
