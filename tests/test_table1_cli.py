@@ -16,7 +16,8 @@ synthetic = pytest.importorskip("data_prep.synthetic")
 
 STORED, CROP = 32, 24
 VARIANTS = ("cnn_reg", "tempreg_notsc", "tempreg")
-METHODS = ("level_set", "graph_cut") + VARIANTS + ("trivial",)
+STACKED = tuple(f"{v}_stack" for v in VARIANTS)     # the same nets, decoded per cine stack
+METHODS = ("level_set", "graph_cut") + VARIANTS + STACKED + ("trivial",)
 
 
 def run_table1(*args):
@@ -67,6 +68,22 @@ def test_pooled_numbers_match_the_per_sequence_csv(setup):
                           for r in mine])
             assert summary[method]["pooled"][phase]["afd"] == pytest.approx(d.mean())
             assert summary[method]["pooled"][phase]["std"] == pytest.approx(d.std())
+
+
+def test_stack_rows_share_one_pair_per_patient_stack(setup):
+    root, out, _ = setup
+    sequences = json.loads((out / "table1.json").read_text())["sequences"]
+    h5 = h5py.File(root / "prep" / "sequences.h5")
+    stack_of = {sid.decode(): (g.decode(), int(n)) for sid, g, n in
+                zip(h5["seq_id"][()], h5["group"][()], h5["n_frames"][()])}
+    assert max(list(stack_of.values()).count(k) for k in stack_of.values()) > 1, \
+        "the fixture should have stacks of several slices"
+    for method in STACKED:
+        pairs = {}
+        for s in sequences:
+            if s["method"] == method:
+                pairs.setdefault(stack_of[s["seq_id"]], set()).add((s["ed_pred"], s["es_pred"]))
+        assert pairs and all(len(p) == 1 for p in pairs.values())
 
 
 def test_trivial_reference_uses_the_training_folds_fraction(setup):

@@ -71,6 +71,10 @@ def run(args) -> list[dict]:
     caffe.set_mode_cpu()
     caffe.set_random_seed(args.seed)
     sgd = caffe.get_solver(str(folder / "solver.prototxt"))
+    if args.weights:
+        if not args.weights.is_file():
+            raise InputError(args.weights, "weights file not found")
+        sgd.net.copy_from(str(args.weights))        # layers are matched by name
     deploy = caffe.Net(str(paths["deploy"]), caffe.TEST)
     loaded = predict.LoadedNet(deploy, cfg.crop, cfg.stored_size, convention, 1.0, {})
     rows = predict.load_rows(test_list)
@@ -107,6 +111,7 @@ def main(argv=None) -> int:
     p.add_argument("--every", type=int, default=250, help="iterations between evaluations")
     p.add_argument("--set", nargs="+", metavar="KEY=VALUE", default=[], help="config overrides")
     p.add_argument("--beta", type=float, help="temporal loss weight of tempreg (default in models/config.py)")
+    p.add_argument("--weights", type=Path, help="caffemodel to start from (layers matched by name)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="keep the nets and learning_curve.json here")
     args = p.parse_args(argv)
