@@ -111,16 +111,20 @@ def test_bad_inputs_name_the_file(tmp_path, prepared):
     with pytest.raises(InputError, match="expected 10 x S x S"):
         load_sequences(folder / "all.txt", 10)
 
+def training_batches(tmp_path, folder, n, batches, **augment):
+    """(net, T x N x C x C stored grey values) after each of a few forward passes in training mode."""
+    net = data_net(tmp_path, source=str(folder / "all.txt"), batch_size=n, crop=CROP, train=True,
+                   **augment)
+    for _ in range(batches):
+        net.forward()
+        blob = net.blobs["frames"].data.reshape(T, n, 3, CROP, CROP)
+        yield net, np.rint(blob[:, :, 0] + ZF_MEAN[0]).astype(np.uint8)
+
 def test_roll_starts_each_sequence_at_a_random_step_with_its_label(tmp_path, prepared):
     folder, frames, labels = prepared
     n = 5
-    net = data_net(tmp_path, source=str(folder / "all.txt"), batch_size=n, crop=CROP, train=True,
-                   seed=5, roll=True)
     shifts = set()
-    for _ in range(4):
-        net.forward()
-        blob = net.blobs["frames"].data.reshape(T, n, 3, CROP, CROP)
-        grey = np.rint(blob[:, :, 0] + ZF_MEAN[0]).astype(np.uint8)
+    for net, grey in training_batches(tmp_path, folder, n, 4, seed=5, roll=True):
         for slot in range(n):
             # which stored sequence and which of its steps the first step shows
             hits = [(row, s, (y, x)) for row in range(len(frames)) for s in range(T)
@@ -139,13 +143,8 @@ def test_roll_starts_each_sequence_at_a_random_step_with_its_label(tmp_path, pre
 def test_flip_mirrors_whole_sequences_at_random(tmp_path, prepared):
     folder, frames, labels = prepared
     n = 5
-    net = data_net(tmp_path, source=str(folder / "all.txt"), batch_size=n, crop=CROP, train=True,
-                   seed=7, flip=True)
     seen = set()
-    for _ in range(4):
-        net.forward()
-        blob = net.blobs["frames"].data.reshape(T, n, 3, CROP, CROP)
-        grey = np.rint(blob[:, :, 0] + ZF_MEAN[0]).astype(np.uint8)
+    for net, grey in training_batches(tmp_path, folder, n, 4, seed=7, flip=True):
         for slot in range(n):
             hits = []
             for row in range(len(frames)):
