@@ -92,9 +92,9 @@ class SequenceData(caffe.Layer):
     """Tops: frames (T*N) x 3 x C x C (row t*N + n), cont T x N (0 at t = 0, else 1), label T x N.
 
     All listed sequences are loaded at setup. Training: a new random order each epoch, one random
-    crop per sequence (the same for all its frames) and, with roll and flip, a random start step and
-    random flips; otherwise
-    centre crops in list order, wrapping around. param_str keys: see DEFAULTS.
+    crop per sequence (the same for all its frames) and, with roll and flip, a random start step
+    and random flips; otherwise centre crops in list order, wrapping around. param_str keys: see
+    DEFAULTS.
     """
 
     def setup(self, bottom, top):

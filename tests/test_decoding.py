@@ -145,9 +145,10 @@ def test_stack_decoding_averages_standardised_slice_curves():
     bump[15] = 1.2                                   # a spurious maximum on one slice...
     dip = np.zeros(N_STEPS)
     dip[18] = -1.5                                   # ...a spurious minimum on the other
-    slice_a = 10 * label + 10 * bump                 # different scales and offsets per slice
-    slice_b = 0.5 * label - 7 + 0.5 * dip
+    slice_a = 0.1 * label + 0.1 * bump               # scales 500x apart, and an offset: the
+    slice_b = 50 * label - 7 + 50 * dip              # raw mean would follow slice_b alone
     assert decode_steps(slice_a, n_frames) != (ed, es) and decode_steps(slice_b, n_frames) != (ed, es)
+    assert decode_steps((slice_a + slice_b) / 2, n_frames) != (ed, es)
     other = volume_label(step_positions(n_frames, N_STEPS), n_frames, 20, 5)
     records = [dict(group="p1", n_frames=n_frames, curve=list(slice_a), ed_pred=-1, es_pred=-1, time_s=0.1),
                dict(group="p1", n_frames=n_frames, curve=list(slice_b), ed_pred=-1, es_pred=-1, time_s=0.1),

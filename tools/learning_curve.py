@@ -21,29 +21,25 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.errors import InputError
-from data_prep.labels import decode_steps
-from tools import predict
-from tools.afd import cyclic_differences, frame_differences
+from tools import afd, predict
 from tools.outputs import write_json_atomic
-from tools.train import fold_lists, load_prepared_parameters, parse_net_overrides
+from tools.train import check_roll_labels, fold_lists, parse_net_overrides
 
 
-def held_out_scores(loaded, rows, convention: str) -> dict:
-    """Test MSE and aFD / cyclic aFD of ED and ES for the prepared rows."""
-    curves = predict.forward_steps(loaded, rows["frames"])
-    decoded = np.array([decode_steps(c, int(n), convention) for c, n in zip(curves, rows["n_frames"])])
-    out = {"test_mse": float(np.mean((curves - rows["label"]) ** 2))}
-    for col, name in ((0, "ed"), (1, "es")):
-        out[f"afd_{name}"] = float(frame_differences(rows[name], decoded[:, col]).mean())
-        out[f"cyclic_{name}"] = float(cyclic_differences(rows[name], decoded[:, col], rows["n_frames"]).mean())
+def held_out_scores(loaded, rows) -> dict:
+    """Test MSE and aFD / cyclic aFD of ED and ES for the prepared rows (one forward pass)."""
+    records = predict.predict_rows(loaded, rows, batch=len(rows["n_frames"]))
+    pooled = afd.summarise(records)[afd.POOLED]
+    out = {"test_mse": float(np.mean([(np.asarray(r["curve"]) - r["label"]) ** 2 for r in records]))}
+    for phase in afd.PHASES:
+        out[f"afd_{phase}"] = pooled[phase]["afd"]
+        out[f"cyclic_{phase}"] = pooled[phase]["cyclic_afd_not_paper"]
     return out
 
 
 def run(args) -> list[dict]:
-    import caffe
-    from google.protobuf import text_format
+    """Resolve the config and fold, then train and score in --out or a scratch folder."""
     from models.config import get_config, get_variant
-    from models.tempregnet import net_proto, solver_proto
 
     cfg = get_config(args.config).replace(**parse_net_overrides(args.set))
     variant = get_variant(args.variant)
@@ -51,14 +47,23 @@ def run(args) -> list[dict]:
         if variant.name != "tempreg":
             raise ValueError("--beta applies to --variant tempreg")
         variant = dataclasses.replace(variant, beta=args.beta)
-    convention = load_prepared_parameters(args.data).get("label", "cycle")
-    if cfg.train_roll and convention != "cycle":
-        raise ValueError("train_roll needs data prepared with --label cycle")
-    train_list, test_list = fold_lists(args.data, args.fold)
     if args.fold == "all":
         raise ValueError("--fold all has no held-out sequences; give a fold number")
-    folder = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="learning_curve-"))
-    folder.mkdir(parents=True, exist_ok=True)
+    train_list, test_list = fold_lists(args.data, args.fold)
+    convention = check_roll_labels(cfg, args.data)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        return train_and_score(args, cfg, variant, convention, train_list, test_list, args.out)
+    with tempfile.TemporaryDirectory(prefix="learning_curve-") as scratch:
+        return train_and_score(args, cfg, variant, convention, train_list, test_list, Path(scratch))
+
+
+def train_and_score(args, cfg, variant, convention, train_list, test_list, folder: Path) -> list[dict]:
+    """Write the nets and solver into folder, train, and print a held-out line every --every iterations."""
+    import caffe
+    from google.protobuf import text_format
+    from models.tempregnet import net_proto, solver_proto
+
     paths = {phase: folder / f"{phase}.prototxt" for phase in ("train", "deploy")}
     paths["train"].write_text(text_format.MessageToString(
         net_proto(cfg, variant, "train", str(train_list.resolve()), seed=args.seed)))
@@ -88,7 +93,7 @@ def run(args) -> list[dict]:
             losses.append(float(sgd.net.blobs["l2_loss"].data))
         deploy.share_with(sgd.net)
         line = {"iteration": done, "seconds": round(time.time() - started, 1),
-                "train_l2": float(np.mean(losses)), **held_out_scores(loaded, rows, convention)}
+                "train_l2": float(np.mean(losses)), **held_out_scores(loaded, rows)}
         lines.append(line)
         print(f"it {done:6d} {line['seconds']:7.0f}s train L2 {line['train_l2']:.4f} test MSE "
               f"{line['test_mse']:.4f} aFD ED {line['afd_ed']:.2f} ES {line['afd_es']:.2f} "

@@ -29,8 +29,9 @@ from models.config import VARIANTS, CONFIGS, NetConfig, get_config, get_variant
 from models.tempregnet import file_stem, net_proto, solver_proto
 from tools.plot_training import parse_log, plot_curves
 
-# NetConfig fields --set may not change: they name the config or fix the stored data and crop.
-FIXED_FIELDS = {"name", "description", "stored_size", "crop", "pool5_size", "n_steps"}
+# NetConfig fields --set may not change: they name the config, fix the stored data and crop, or
+# are not scalars.
+FIXED_FIELDS = {"name", "description", "stored_size", "crop", "pool5_size", "n_steps", "conv_widths"}
 CAFFE_BIN = Path(sys.prefix) / "bin" / "caffe"   # the venv wrapper (Python layers see the project)
 # Console echo of the Caffe log: progress, test results and anything that looks like an error.
 ECHO = re.compile(r"Iteration \d+|net output|Optimization Done|Snapshotting to|^[EF]\d{4}|Error|Traceback|Check failed")
@@ -108,6 +109,15 @@ def parse_net_overrides(pairs) -> dict:
     return overrides
 
 
+def check_roll_labels(cfg: NetConfig, data: Path) -> str:
+    """The prepared data's label convention; an error if cfg rolls sequences whose labels are not 'cycle'."""
+    convention = load_prepared_parameters(data).get("label", "cycle")
+    if cfg.train_roll and convention != "cycle":
+        raise ValueError("train_roll needs data prepared with --label cycle (a rolled 'paper' "
+                         "label is not Eq. 4 of the rolled sequence)")
+    return convention
+
+
 def resolve_settings(data, fold, variant, config, iters, weights, batch, beta, weight_decay,
                      base_lr, seed, net_overrides=None) -> dict:
     """Every setting of a run, defaults filled from models/config.py, checked."""
@@ -126,9 +136,7 @@ def resolve_settings(data, fold, variant, config, iters, weights, batch, beta, w
     if weights and cfg.name != "zf":
         raise ValueError("--weights (ImageNet ZF) fits only --config zf; the small net trains from scratch")
     train_list, test_list = fold_lists(Path(data), fold)
-    if cfg.train_roll and load_prepared_parameters(Path(data)).get("label", "cycle") != "cycle":
-        raise ValueError("train_roll needs data prepared with --label cycle (a rolled 'paper' "
-                         "label is not Eq. 4 of the rolled sequence)")
+    check_roll_labels(cfg, Path(data))
     batch = batch or cfg.batch_size
     return dict(
         data=str(Path(data).resolve()), fold=fold, variant=var.name, config=cfg.name,
