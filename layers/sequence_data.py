@@ -27,7 +27,8 @@ def _import_h5py():
 
 _import_h5py()                                   # before data_prep.hdf5 imports it
 from data_prep.errors import InputError  # noqa: E402
-from data_prep.hdf5 import load_rows  # noqa: E402
+from data_prep.hdf5 import load_provenance, load_rows, read_list  # noqa: E402
+from data_prep.labels import volume_label  # noqa: E402
 from data_prep.net_input import ZF_MEAN, crop_offset, net_input  # noqa: E402
 
 # param_str keys (JSON object) and their defaults; None = required.
@@ -46,6 +47,12 @@ DEFAULTS = {
     # Training only: flip each sequence left-right and/or up-down at random (the same for all its
     # frames), as Caffe's own `mirror` transform does left-right. Valid for any label.
     "flip": False,
+    # Training only: stretch or shrink each sequence's systole by a random factor exp(U[-w, w])
+    # and its diastole to fill the rest of the cycle (frames blended linearly between steps,
+    # Eq. 4 relabelled at the new ES). ES then falls at a different step every time, so the
+    # net cannot learn its timing from the step index alone and must read it from the images.
+    # 0 = off. The label convention is read from the prepared files.
+    "warp": 0.0,
 }
 
 
@@ -72,28 +79,67 @@ def parse_param_str(param_str: str) -> dict:
             raise ValueError(f"SequenceData: {key} must be true or false, got {params[key]!r}")
         if params[key] and not params["train"]:
             raise ValueError(f"SequenceData: {key} is a training augmentation; it needs train: true")
+    if not isinstance(params["warp"], (int, float)) or not 0 <= params["warp"] <= 1:
+        raise ValueError(f"SequenceData: warp must be a number in [0, 1], got {params['warp']!r}")
+    if params["warp"] and not params["train"]:
+        raise ValueError("SequenceData: warp is a training augmentation; it needs train: true")
     if len(params["mean"]) != 3:
         raise ValueError(f"SequenceData: mean must have 3 values (B, G, R), got {params['mean']!r}")
     return params
 
 
-def load_sequences(list_file, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """All listed rows in list order: frames M x T x S x S uint8 and labels M x T float32."""
+def load_sequences(list_file, n_steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All listed rows in list order: frames M x T x S x S uint8, labels M x T float32, and
+    ED/ES as step positions M x 2 (original frame k of n lies at step k * T / n)."""
     rows = load_rows(list_file)
     frames, labels = rows["frames"], rows["label"].astype(np.float32)
+    phases = np.stack([rows["ed"], rows["es"]], axis=1) * (n_steps / rows["n_frames"][:, None])
     if frames.ndim != 4 or frames.shape[1] != n_steps or frames.shape[2] != frames.shape[3]:
         raise InputError(list_file, f"frames have shape {frames.shape[1:]}, expected {n_steps} x S x S")
     if labels.shape[1:] != (n_steps,) or not np.all(np.isfinite(labels)):
         raise InputError(list_file, f"labels must be finite, {n_steps} per sequence; got shape {labels.shape[1:]}")
-    return frames, labels
+    return frames, labels, phases
+
+
+def label_convention(list_file) -> str:
+    """The Eq. 4 convention the listed prepared files were labelled with (one for all of them)."""
+    files = sorted({h5 for h5, _ in read_list(list_file)})
+    found = {load_provenance(h5).get("parameters", {}).get("label", "cycle") for h5 in files}
+    if len(found) != 1:
+        raise InputError(list_file, f"lists files of different label conventions {sorted(found)}")
+    return found.pop()
+
+
+def warp_systole(frames: np.ndarray, ed: float, es: float, scale: float, convention: str):
+    """One cycle on the step grid with its systole scaled by `scale`: (frames, Eq. 4 label).
+
+    ED stays at its step position; ES moves to ED + scale x systole (kept at least one step from
+    ED either way round the cycle, and before the last step for "paper" labels, which are not
+    cyclic). Output step k shows the input at the source time that the piecewise-linear map
+    (systole and diastole each stretched uniformly) sends it to, blended linearly between the
+    two nearest stored steps. scale = 1 returns the input frames and the stored label.
+    """
+    t = len(frames)
+    systole = (es - ed) % t
+    top = t - 1.0 - ed if convention == "paper" else t - 1.0
+    new_systole = float(np.clip(systole * scale, 1.0, max(top, 1.0)))
+    phase = (np.arange(t) - ed) % t                              # output time since ED
+    source = np.where(phase <= new_systole, phase * systole / new_systole,
+                      systole + (phase - new_systole) * (t - systole) / (t - new_systole))
+    position = (ed + source) % t
+    lo = np.floor(position).astype(int)
+    w = (position - lo)[:, None, None]
+    blended = frames[lo] * (1.0 - w) + frames[(lo + 1) % t] * w
+    label = volume_label(np.arange(t), t, ed, (ed + new_systole) % t, convention)
+    return np.rint(blended).astype(frames.dtype), label.astype(np.float32)
 
 
 class SequenceData(caffe.Layer):
     """Tops: frames (T*N) x 3 x C x C (row t*N + n), cont T x N (0 at t = 0, else 1), label T x N.
 
     All listed sequences are loaded at setup. Training: a new random order each epoch, one random
-    crop per sequence (the same for all its frames) and, with roll and flip, a random start step
-    and random flips; otherwise centre crops in list order, wrapping around. param_str keys: see
+    crop per sequence (the same for all its frames) and, with warp, roll and flip, a random
+    systole length, start step and flips; otherwise centre crops in list order, wrapping around. param_str keys: see
     DEFAULTS.
     """
 
@@ -101,8 +147,11 @@ class SequenceData(caffe.Layer):
         if bottom or len(top) != 3:
             raise ValueError("SequenceData takes no bottoms and gives 3 tops (frames, cont, label)")
         self.params = parse_param_str(self.param_str)
-        self.frames, self.labels = load_sequences(self.params["source"], self.params["n_steps"])
+        self.frames, self.labels, self.phases = load_sequences(self.params["source"],
+                                                               self.params["n_steps"])
         crop_offset(self.frames.shape[2], self.params["crop"])   # raises if crop > S
+        if self.params["warp"]:
+            self.convention = label_convention(self.params["source"])
         self.rng = np.random.default_rng(self.params["seed"])
         self.order = np.arange(len(self.frames))
         self.cursor = len(self.order)   # start a fresh epoch on the first batch
@@ -131,13 +180,17 @@ class SequenceData(caffe.Layer):
         for slot, index in enumerate(self.next_indices()):
             rng = self.rng if self.params["train"] else None
             offset = crop_offset(self.frames.shape[2], c, rng)
+            seq, label = self.frames[index], self.labels[index]
+            if self.params["warp"]:
+                scale = float(np.exp(self.rng.uniform(-self.params["warp"], self.params["warp"])))
+                seq, label = warp_systole(seq, *self.phases[index], scale, self.convention)
             shift = int(self.rng.integers(t)) if self.params["roll"] else 0
-            seq = np.roll(self.frames[index], -shift, axis=0)
+            seq = np.roll(seq, -shift, axis=0)
             if self.params["flip"]:
                 flip_x, flip_y = self.rng.integers(2, size=2)
                 seq = seq[:, ::-1 if flip_y else 1, ::-1 if flip_x else 1]
             frames[:, slot] = net_input(seq, c, self.params["mean"], offset)
-            top[2].data[:, slot] = np.roll(self.labels[index], -shift)
+            top[2].data[:, slot] = np.roll(label, -shift)
         top[1].data[...] = 1.0
         top[1].data[0] = 0.0      # each batch column is a new sequence: reset the LSTM state
 

@@ -51,6 +51,14 @@ class NetConfig:
     # Training augmentation (not in the paper; Caffe's `mirror` does left-right): random left-right
     # and up-down flips of each training sequence. Valid for any label convention.
     train_flip: bool = False
+    # Training augmentation (not in the paper): each training sequence's systole is stretched by
+    # a random factor exp(U[-w, w]) and relabelled (data layer `warp`), so ES moves from step to
+    # step and its timing must be read from the images. 0 = off. Valid for either convention.
+    train_warp: float = 0.0
+    # Not in the paper: the first input channel shows each frame minus the mean frame of its
+    # sequence (models.tempregnet.temporal_contrast), the other two the frame. Part of the net,
+    # so caffe train, the deploy net and every tool apply it alike.
+    input_contrast: bool = False
 
     def replace(self, **kw) -> "NetConfig":
         """A copy with some fields changed (unknown fields raise TypeError)."""

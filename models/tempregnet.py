@@ -94,7 +94,32 @@ def _data_param(cfg: NetConfig, source: str, batch_size: int, train: bool, seed:
         param["roll"] = True
     if train and cfg.train_flip:
         param["flip"] = True
+    if train and cfg.train_warp:
+        param["warp"] = cfg.train_warp
     return json.dumps(param, sort_keys=True)
+
+
+FROZEN = [dict(lr_mult=0, decay_mult=0)]
+
+
+def temporal_contrast(n, frames, cfg: NetConfig):
+    """(T*N) x 3 x C x C input whose first channel is each frame minus its sequence's mean frame.
+
+    What changes over the cycle, the blood pool as the ventricle empties and fills, stands out in
+    that channel, so a frame's place in the cycle becomes a local image feature; the other two
+    channels keep the frame. Stock Caffe layers only: the mean over the T steps is a fixed 1 x 1
+    convolution (weights 1/T, never learned) of the T steps laid out as channels.
+    """
+    t, c = cfg.n_steps, cfg.crop
+    n.frames_first, n.frames_rest = L.Slice(frames, axis=1, slice_point=[1], ntop=2)
+    n.frames_steps = L.Reshape(n.frames_first, shape=dict(dim=[1, t, -1, c]))      # 1 x T x NC x C
+    n.frames_mean = L.Convolution(n.frames_steps, num_output=1, kernel_size=1, bias_term=False,
+                                  param=FROZEN, weight_filler=dict(type="constant", value=1.0 / t))
+    n.frames_mean_steps = L.Tile(n.frames_mean, axis=1, tiles=t)                   # 1 x T x NC x C
+    n.frames_change = L.Eltwise(n.frames_steps, n.frames_mean_steps, coeff=[1, -1])
+    n.frames_change_first = L.Reshape(n.frames_change, shape=dict(dim=[-1, 1, c, c]))  # (T*N) x 1
+    n.frames_contrast = L.Concat(n.frames_change_first, n.frames_rest, axis=1)
+    return n.frames_contrast
 
 
 def net_proto(cfg: NetConfig, variant: Variant, phase: str, source: str | None = None,
@@ -115,7 +140,8 @@ def net_proto(cfg: NetConfig, variant: Variant, phase: str, source: str | None =
         n.frames, n.cont, n.label = L.Python(
             module="layers.sequence_data", layer="SequenceData", ntop=3, name="data",
             param_str=_data_param(cfg, source, batch_size, train, seed))
-    feature = zf_trunk(n, n.frames, cfg)                               # (T*N) x q
+    frames = temporal_contrast(n, n.frames, cfg) if cfg.input_contrast else n.frames
+    feature = zf_trunk(n, frames, cfg)                                 # (T*N) x q
     n.fc_frame_steps = L.Reshape(feature, shape=dict(dim=[t, -1, cfg.feature_dim]))  # T x N x q
     if variant.use_lstm:
         init = dict(type="uniform", min=-cfg.lstm_init, max=cfg.lstm_init)

@@ -234,7 +234,46 @@ def test_lrn_can_be_left_out_and_augmentations_reach_the_training_data_layer():
     pools = {l.name: list(l.bottom) for l in without.layer if l.type == "Pooling"}
     assert pools["pool1"] == ["conv1"] and pools["pool2"] == ["conv2"]
     param = json.loads(next(l for l in without.layer if l.name == "data").python_param.param_str)
-    assert param["roll"] is True and param["flip"] is True
-    test_net = net_proto(cfg.replace(train_roll=True, train_flip=True), variant, "test", "x.txt")
+    assert param["roll"] is True and param["flip"] is True and "warp" not in param
+    warped = net_proto(cfg.replace(train_warp=0.3), variant, "train", "x.txt")
+    assert json.loads(next(l for l in warped.layer if l.name == "data").python_param.param_str)["warp"] == 0.3
+    test_net = net_proto(cfg.replace(train_roll=True, train_flip=True, train_warp=0.3), variant, "test", "x.txt")
     param = json.loads(next(l for l in test_net.layer if l.name == "data").python_param.param_str)
-    assert "roll" not in param and "flip" not in param           # never at test time
+    assert "roll" not in param and "flip" not in param and "warp" not in param   # never at test time
+
+
+def contrast_net(tmp_path, phase="deploy", source=None):
+    from models.tempregnet import net_proto
+    cfg = get_config("small").replace(input_contrast=True)
+    path = tmp_path / f"contrast_{phase}.prototxt"
+    path.write_text(text_format.MessageToString(net_proto(cfg, get_variant("tempreg"), phase, source)))
+    caffe.set_mode_cpu()
+    return cfg, caffe.Net(str(path), caffe.TRAIN if phase == "train" else caffe.TEST)
+
+def test_input_contrast_feeds_conv1_each_frame_minus_its_sequence_mean(tmp_path):
+    cfg, net = contrast_net(tmp_path)
+    t, c, n = cfg.n_steps, cfg.crop, 3
+    rng = np.random.default_rng(4)
+    frames = rng.normal(0, 50, (t, n, 3, c, c)).astype(np.float32)     # row t*N + n
+    cont = np.ones((t, n), np.float32)
+    cont[0] = 0
+    run_deploy(net, frames.reshape(t * n, 3, c, c), cont)
+    got = net.blobs[net.bottom_names["conv1"][0]].data.reshape(t, n, 3, c, c)
+    want_first = frames[:, :, 0] - frames[:, :, 0].mean(axis=0)            # per sequence, over T
+    np.testing.assert_allclose(got[:, :, 0], want_first, atol=1e-3)
+    np.testing.assert_array_equal(got[:, :, 1:], frames[:, :, 1:])
+
+def test_input_contrast_mean_is_not_learned(tmp_path, small_data):
+    cfg, net = contrast_net(tmp_path, "train", str(small_data / "all.txt"))
+    assert net.bottom_names["conv1"] == ["frames_contrast"]
+    before = net.params["frames_mean"][0].data.copy()
+    np.testing.assert_allclose(before, 1.0 / cfg.n_steps)
+    solver_path = tmp_path / "solver.prototxt"
+    solver_path.write_text(f'train_net: "{tmp_path / "contrast_train.prototxt"}"\nbase_lr: 0.1\n'
+                           'lr_policy: "fixed"\nweight_decay: 0.1\nmax_iter: 2\nsnapshot: 0\n'
+                           'solver_mode: CPU\ntype: "Adam"\n')
+    solver = caffe.get_solver(str(solver_path))
+    conv1 = solver.net.params["conv1"][0].data.copy()
+    solver.step(2)
+    np.testing.assert_array_equal(solver.net.params["frames_mean"][0].data, before)
+    assert np.abs(solver.net.params["conv1"][0].data - conv1).max() > 0     # control: others learn

@@ -9,7 +9,8 @@ import pytest
 from data_prep.errors import InputError
 from data_prep.net_input import ZF_MEAN
 from fixtures_h5 import write_prepared
-from layers.sequence_data import load_sequences, parse_param_str
+from data_prep.labels import volume_label
+from layers.sequence_data import load_sequences, parse_param_str, warp_systole
 
 T = 20
 SIZE, CROP = 24, 16
@@ -167,3 +168,59 @@ def test_roll_and_flip_are_for_training_only(prepared):
         parse_param_str(json.dumps(dict(source="x", batch_size=1, crop=8, flip=True)))
     with pytest.raises(ValueError, match="roll must be true or false"):
         parse_param_str(json.dumps(dict(source="x", batch_size=1, crop=8, train=True, roll=1)))
+
+def ramp(t=T, size=4):
+    """A cycle whose step-k frame is the constant 10 k: the value names the source time."""
+    return np.repeat(np.arange(t, dtype=np.uint8)[:, None, None] * 10, size * size, axis=1).reshape(t, size, size)
+
+def test_warp_doubles_systole_by_hand():
+    frames, label = warp_systole(ramp(), ed=0.0, es=5.0, scale=2.0, convention="cycle")
+    # systole 5 -> 10 steps: output step k < 10 shows source time k / 2; diastole 15 -> 10 steps:
+    # output step 15 shows source time 5 + (15 - 10) x 15 / 10 = 12.5, halfway from 120 to 130
+    np.testing.assert_array_equal(frames[[0, 2, 4, 10, 15], 0, 0], [0, 10, 20, 50, 125])
+    k = np.arange(T)
+    want = np.where(k <= 10, (np.clip(10 - k, 0, None) / 10) ** 3, (np.clip(k - 10, 0, None) / 10) ** (1 / 3))
+    np.testing.assert_allclose(label, want, atol=1e-6)
+    assert label.argmin() == 10 and label.argmax() == 0
+
+def test_warp_keeps_ed_wraps_the_cycle_and_respects_paper_labels():
+    frames, label = warp_systole(ramp(), ed=15.0, es=2.0, scale=0.5, convention="cycle")
+    # systole 7 -> 3.5 steps after ED 15: output step 17 (phase 2) shows source phase 4, step 19;
+    # output step 0 (phase 5, diastole) shows source phase 7 + 1.5 x 13 / 16.5, i.e. step 3.18
+    assert frames[15, 0, 0] == 150 and frames[17, 0, 0] == 190
+    assert frames[0, 0, 0] == round(30 + 10 * (1.5 * 13 / 16.5 - 1))
+    assert label[15] == 1.0 and int(np.argmin(label)) in (18, 19) and label.min() < 0.01
+    # "paper" labels are not cyclic: ES stays before the end of the sequence however far stretched
+    _, label = warp_systole(ramp(), ed=0.0, es=12.0, scale=3.0, convention="paper")
+    np.testing.assert_allclose(label, volume_label(np.arange(T), T, 0, 19, "paper"), atol=1e-6)
+
+def test_warp_by_one_returns_the_stored_sequence_and_label(prepared):
+    folder, frames, labels = prepared
+    stored, stored_labels, phases = load_sequences(folder / "all.txt", T)
+    for row in range(len(stored)):
+        got_frames, got_label = warp_systole(stored[row], *phases[row], 1.0, "cycle")
+        np.testing.assert_array_equal(got_frames, frames[row])
+        np.testing.assert_allclose(got_label, labels[row], atol=1e-6)
+
+def test_warp_in_the_layer_draws_a_scale_per_sequence_and_relabels(tmp_path, prepared):
+    folder, frames, labels = prepared
+    n, seed, warp = 5, 2, 0.5
+    _, _, phases = load_sequences(folder / "all.txt", T)
+    rng = np.random.default_rng(seed)       # the layer's draws, in its order: epoch, then per slot
+    scales = []
+    for net, grey in training_batches(tmp_path, folder, n, 3, seed=seed, warp=warp):
+        order = rng.permutation(len(frames))
+        for slot, row in enumerate(order):
+            y, x = int(rng.integers(0, SIZE - CROP + 1)), int(rng.integers(0, SIZE - CROP + 1))
+            scale = float(np.exp(rng.uniform(-warp, warp)))
+            want_frames, want_label = warp_systole(frames[row], *phases[row], scale, "cycle")
+            np.testing.assert_array_equal(grey[:, slot], want_frames[:, y:y + CROP, x:x + CROP])
+            np.testing.assert_allclose(net.blobs["label"].data[:, slot], want_label, atol=1e-6)
+            scales.append(scale)
+    assert min(scales) < 0.8 and max(scales) > 1.25, "scales should span exp(+-0.5)"
+
+def test_warp_is_for_training_only_and_bounded():
+    with pytest.raises(ValueError, match="warp is a training augmentation"):
+        parse_param_str(json.dumps(dict(source="x", batch_size=1, crop=8, warp=0.3)))
+    with pytest.raises(ValueError, match=r"warp must be a number in \[0, 1\]"):
+        parse_param_str(json.dumps(dict(source="x", batch_size=1, crop=8, train=True, warp=2)))

@@ -6,7 +6,8 @@
 Trains with pycaffe (no run directory, no snapshots) and every --every iterations decodes the
 fold's test sequences with the deploy net sharing the training weights; prints one line each:
 mean training L2, test MSE against the labels, aFD ED / ES (Eq. 5) and the cyclic aFD. Nothing is
-written unless --out names a folder (then the nets, the solver and the lines as JSON go there).
+written unless --out names a folder (then the nets, the solver, the final weights and, as JSON,
+the lines and the last evaluation's per-sequence records go there).
 """
 from __future__ import annotations
 
@@ -26,15 +27,16 @@ from tools.outputs import write_json_atomic
 from tools.train import check_roll_labels, fold_lists, parse_net_overrides
 
 
-def held_out_scores(loaded, rows) -> dict:
-    """Test MSE and aFD / cyclic aFD of ED and ES for the prepared rows (one forward pass)."""
+def held_out_scores(loaded, rows) -> tuple[dict, list[dict]]:
+    """Test MSE and aFD / cyclic aFD of ED and ES for the prepared rows (one forward pass), and
+    the per-sequence records they come from."""
     records = predict.predict_rows(loaded, rows, batch=len(rows["n_frames"]))
     pooled = afd.summarise(records)[afd.POOLED]
     out = {"test_mse": float(np.mean([(np.asarray(r["curve"]) - r["label"]) ** 2 for r in records]))}
     for phase in afd.PHASES:
         out[f"afd_{phase}"] = pooled[phase]["afd"]
         out[f"cyclic_{phase}"] = pooled[phase]["cyclic_afd_not_paper"]
-    return out
+    return out, records
 
 
 def run(args) -> list[dict]:
@@ -92,8 +94,9 @@ def train_and_score(args, cfg, variant, convention, train_list, test_list, folde
             sgd.step(1)
             losses.append(float(sgd.net.blobs["l2_loss"].data))
         deploy.share_with(sgd.net)
+        scores, records = held_out_scores(loaded, rows)
         line = {"iteration": done, "seconds": round(time.time() - started, 1),
-                "train_l2": float(np.mean(losses)), **held_out_scores(loaded, rows)}
+                "train_l2": float(np.mean(losses)), **scores}
         lines.append(line)
         print(f"it {done:6d} {line['seconds']:7.0f}s train L2 {line['train_l2']:.4f} test MSE "
               f"{line['test_mse']:.4f} aFD ED {line['afd_ed']:.2f} ES {line['afd_es']:.2f} "
@@ -102,7 +105,8 @@ def train_and_score(args, cfg, variant, convention, train_list, test_list, folde
         write_json_atomic(folder / "learning_curve.json",
                           {"config": args.config, "variant": args.variant, "fold": args.fold,
                            "beta": variant.beta, "overrides": args.set, "seed": args.seed,
-                           "lines": lines})
+                           "lines": lines, "final_records": records})
+        sgd.net.save(str(folder / "final.caffemodel"))
     return lines
 
 
