@@ -145,6 +145,14 @@ def test_learning_curve_reports_held_out_afd(trained, tmp_path):
             assert 0 <= line[f"cyclic_{phase}"] <= line[f"afd_{phase}"] < 35
     net = text_format.Merge((out / "train.prototxt").read_text(), caffe_pb2.NetParameter())
     assert [layer.type for layer in net.layer].count("Concat") == 0    # the override took effect
+    # the last evaluation's records: they give its aFD, and the saved weights give their curves
+    records = json.loads((out / "learning_curve.json").read_text())["final_records"]
+    assert np.mean([abs(r["es_pred"] - r["es_true"]) for r in records]) == pytest.approx(lines[-1]["afd_es"])
+    from tools import predict
+    loaded = predict.load_net(out / "deploy.prototxt", out / "final.caffemodel", convention="cycle")
+    rows = predict.load_rows(data / "fold0_test.txt")
+    again = predict.predict_rows(loaded, rows)
+    np.testing.assert_allclose([r["curve"] for r in again], [r["curve"] for r in records], rtol=1e-4, atol=1e-5)
 
 def test_learning_curve_bad_arguments(trained, capsys):
     from tools import learning_curve
