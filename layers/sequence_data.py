@@ -139,8 +139,8 @@ class SequenceData(caffe.Layer):
 
     All listed sequences are loaded at setup. Training: a new random order each epoch, one random
     crop per sequence (the same for all its frames) and, with warp, roll and flip, a random
-    systole length, start step and flips; otherwise centre crops in list order, wrapping around. param_str keys: see
-    DEFAULTS.
+    systole length, start step and flips; otherwise centre crops in list order, wrapping around.
+    param_str keys: see DEFAULTS.
     """
 
     def setup(self, bottom, top):
