@@ -102,6 +102,8 @@ cross-dataset: caffe data/acdc/sequences.h5 data/sunnybrook/sequences.h5  ## tra
 	  --out $(FINAL)
 	$(PY) -m tools.evaluate_afd --run $(FINAL) --data data/sunnybrook --list all.txt \
 	  --out results/cross-dataset-$(STAMP)
+	$(PY) -m tools.evaluate_afd --run $(FINAL) --data data/sunnybrook --list all.txt --stack \
+	  --out results/cross-dataset-$(STAMP)/stack
 	$(PY) -m tools.detect $(SUNNYBROOK)/dicoms --run $(FINAL) --roi 0.4 \
 	  --out results/detect-sunnybrook-$(STAMP) --plot
 
