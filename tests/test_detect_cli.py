@@ -147,3 +147,49 @@ def test_model_without_size_is_refused(run_dir, tmp_path):
     res = run_detect(tmp_path, "--model", run_dir / "weights.caffemodel", "--deploy",
                      run_dir / "fixture_deploy.prototxt", "--out", tmp_path / "det")
     assert res.returncode == 2 and "--size" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_stack_decoding_gives_each_patient_stack_one_pair(dicom_studies, run_dir, tmp_path):
+    from data_prep.labels import decode_steps
+    cohort, _ = dicom_studies
+    outputs = {}
+    for mode in ("per_sequence", "stack"):
+        out = tmp_path / mode
+        res = run_detect(cohort / "case002", "--run", run_dir, "--out", out,
+                         *(["--stack"] if mode == "stack" else []))
+        assert res.returncode == 0, res.stderr
+        outputs[mode] = json.loads((out / "detections.json").read_text())
+    stacked = outputs["stack"]
+    assert stacked["decoding"].startswith("per stack") and outputs["per_sequence"]["decoding"] == "per sequence"
+    by_length = {}
+    for rec in stacked["sequences"]:                 # one patient: a stack per frame count
+        by_length.setdefault(rec["n_frames"], []).append(rec)
+    for n, recs in by_length.items():
+        curves = np.array([r["curve_steps"] for r in recs])
+        z = (curves - curves.mean(axis=1, keepdims=True)) / curves.std(axis=1, keepdims=True)
+        want = decode_steps(z.mean(axis=0), n, "cycle")
+        assert {(r["ed_0based"], r["es_0based"]) for r in recs} == {want}
+        assert all(r["stack_size"] == len(recs) for r in recs)
+    # the curves are the per-sequence ones: only the decoding changed
+    assert [r["curve_steps"] for r in stacked["sequences"]] == \
+        [r["curve_steps"] for r in outputs["per_sequence"]["sequences"]]
+
+
+def test_stacks_are_decoded_per_patient_and_frame_count():
+    from types import SimpleNamespace
+    from data_prep.labels import decode_steps, step_positions, volume_label
+    from tools.detect import decode_input_stacks
+    n = 24
+    truth = volume_label(step_positions(n, 20), n, 3, 12)
+    spoiled = [truth.copy(), truth.copy()]
+    spoiled[0][15] += 1.2                      # each slice alone: a spurious maximum ...
+    spoiled[1][18] -= 1.5                      # ... or minimum
+    spoiled[1] = 50 * spoiled[1] - 7           # and another scale: standardised before averaging
+    assert all(decode_steps(c, n) != (3, 12) for c in spoiled)
+    other = volume_label(step_positions(n, 20), n, 20, 5)
+    done = [(SimpleNamespace(group="a", n_frames=n), {"curve": c, "time_s": 0.1}) for c in spoiled]
+    done.append((SimpleNamespace(group="b", n_frames=n), {"curve": other, "time_s": 0.1}))
+    done.append((SimpleNamespace(group="a", n_frames=n + 1), {"curve": other, "time_s": 0.1}))
+    out = decode_input_stacks(done, "cycle", "fit")
+    assert [(r["ed"], r["es"], r["stack_size"]) for _, r in out] == \
+        [(3, 12, 2), (3, 12, 2), (20, 5, 1), decode_steps(other, n + 1) + (1,)]
