@@ -224,30 +224,38 @@ def main(argv=None) -> int:
         n_problems += 1
         tqdm.write(f"problem: {err}", file=sys.stderr)
 
+    def report(index, seq, result):
+        rec = detection_record(index, seq, result)
+        records.append(rec)
+        tqdm.write(f"input {index} sequence {seq.seq_id}: ED {rec['ed_0based']} / ES "
+                   f"{rec['es_0based']} (0-based; 1-based {rec['ed_1based']} / "
+                   f"{rec['es_1based']}) of {seq.n_frames} frames in {rec['time_s']:.2f} s")
+        if args.plot:
+            plot_detection(seq, result, out / PLOT_DIR / f"{seq.seq_id}.png")
+
     bar = tqdm(args.inputs, desc="studies", unit="study", disable=args.quiet, file=sys.stderr)
     for index, path in enumerate(bar, 1):
         found, problems = find_inputs(path, args.source)
         for err in problems:
             problem(err)
-        done = []                           # (sequence, result) of this input
+        held = []       # --stack: this input's (sequence, result) until its stacks are decoded
         for item in found:
             try:
                 seq = item.load()
-                done.append((seq, predict.predict_sequence(loaded, seq, args.decoder)))
+                result = predict.predict_sequence(loaded, seq, args.decoder)
             except InputError as err:
                 problem(err)
+                continue
             except ValueError as err:       # e.g. the net produced NaN: name the sequence
                 problem(InputError(getattr(item, "path", path), f"sequence {item.seq_id}: {err}"))
-        if args.stack:                      # a stack never spans two inputs
-            done = decode_input_stacks(done, loaded.convention, args.decoder)
-        for seq, result in done:
-            rec = detection_record(index, seq, result)
-            records.append(rec)
-            tqdm.write(f"input {index} sequence {seq.seq_id}: ED {rec['ed_0based']} / ES "
-                       f"{rec['es_0based']} (0-based; 1-based {rec['ed_1based']} / "
-                       f"{rec['es_1based']}) of {seq.n_frames} frames in {rec['time_s']:.2f} s")
-            if args.plot:
-                plot_detection(seq, result, out / PLOT_DIR / f"{seq.seq_id}.png")
+                continue
+            if args.stack:
+                held.append((seq, result))
+            else:                           # reported at once: no input's frames are kept
+                report(index, seq, result)
+        if held:                            # a stack never spans two inputs
+            for seq, result in decode_input_stacks(held, loaded.convention, args.decoder):
+                report(index, seq, result)
         bar.set_postfix(sequences=len(records), problems=n_problems)
     bar.close()
 
