@@ -6,6 +6,7 @@ import os
 import sys
 
 import caffe
+import cv2
 import numpy as np
 
 
@@ -53,6 +54,11 @@ DEFAULTS = {
     # net cannot learn its timing from the step index alone and must read it from the images.
     # 0 = off. The label convention is read from the prepared files.
     "warp": 0.0,
+    # Training only: rotate each sequence about the frame centre by U[-r, r] degrees and zoom it
+    # by exp(U[-z, z]) (the same for all its frames, before the crop; borders reflected), so the
+    # net sees more hearts than the training patients have. 0 = off.
+    "rotate": 0.0,
+    "zoom": 0.0,
 }
 
 
@@ -79,10 +85,12 @@ def parse_param_str(param_str: str) -> dict:
             raise ValueError(f"SequenceData: {key} must be true or false, got {params[key]!r}")
         if params[key] and not params["train"]:
             raise ValueError(f"SequenceData: {key} is a training augmentation; it needs train: true")
-    if not isinstance(params["warp"], (int, float)) or not 0 <= params["warp"] <= 1:
-        raise ValueError(f"SequenceData: warp must be a number in [0, 1], got {params['warp']!r}")
-    if params["warp"] and not params["train"]:
-        raise ValueError("SequenceData: warp is a training augmentation; it needs train: true")
+    for key, top in (("warp", 1), ("rotate", 180), ("zoom", 1)):
+        if isinstance(params[key], bool) or not isinstance(params[key], (int, float)) \
+                or not 0 <= params[key] <= top:
+            raise ValueError(f"SequenceData: {key} must be a number in [0, {top}], got {params[key]!r}")
+        if params[key] and not params["train"]:
+            raise ValueError(f"SequenceData: {key} is a training augmentation; it needs train: true")
     if len(params["mean"]) != 3:
         raise ValueError(f"SequenceData: mean must have 3 values (B, G, R), got {params['mean']!r}")
     return params
@@ -134,12 +142,24 @@ def warp_systole(frames: np.ndarray, ed: float, es: float, scale: float, convent
     return np.rint(blended).astype(frames.dtype), label.astype(np.float32)
 
 
+def rotate_zoom(frames: np.ndarray, degrees: float, scale: float) -> np.ndarray:
+    """Frames T x S x S, each rotated by `degrees` (counter-clockwise) about the frame centre and
+    zoomed by `scale` (bilinear, borders reflected); same dtype."""
+    side = frames.shape[-1]
+    centre = (side - 1) / 2.0
+    matrix = cv2.getRotationMatrix2D((centre, centre), degrees, scale)
+    out = [cv2.warpAffine(np.ascontiguousarray(f), matrix, (side, side), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT_101) for f in frames]
+    return np.stack(out).astype(frames.dtype)
+
+
 class SequenceData(caffe.Layer):
     """Tops: frames (T*N) x 3 x C x C (row t*N + n), cont T x N (0 at t = 0, else 1), label T x N.
 
     All listed sequences are loaded at setup. Training: a new random order each epoch, one random
-    crop per sequence (the same for all its frames) and, with warp, roll and flip, a random
-    systole length, start step and flips; otherwise centre crops in list order, wrapping around.
+    crop per sequence (the same for all its frames) and, with warp, roll, flip, rotate and zoom,
+    a random systole length, start step, flips, rotation and zoom; otherwise centre crops in list
+    order, wrapping around.
     param_str keys: see DEFAULTS.
     """
 
@@ -189,6 +209,10 @@ class SequenceData(caffe.Layer):
             if self.params["flip"]:
                 flip_x, flip_y = self.rng.integers(2, size=2)
                 seq = seq[:, ::-1 if flip_y else 1, ::-1 if flip_x else 1]
+            if self.params["rotate"] or self.params["zoom"]:
+                degrees = self.rng.uniform(-self.params["rotate"], self.params["rotate"])
+                scale = np.exp(self.rng.uniform(-self.params["zoom"], self.params["zoom"]))
+                seq = rotate_zoom(seq, float(degrees), float(scale))
             frames[:, slot] = net_input(seq, c, self.params["mean"], offset)
             top[2].data[:, slot] = np.roll(label, -shift)
         top[1].data[...] = 1.0

@@ -55,6 +55,10 @@ class NetConfig:
     # a random factor exp(U[-w, w]) and relabelled (data layer `warp`), so ES moves from step to
     # step and its timing must be read from the images. 0 = off. Valid for either convention.
     train_warp: float = 0.0
+    # Training augmentation (not in the paper): each training sequence is rotated by U[-r, r]
+    # degrees and zoomed by exp(U[-z, z]) about the frame centre (data layer `rotate`, `zoom`).
+    train_rotate: float = 0.0
+    train_zoom: float = 0.0
     # Not in the paper: the first input channel shows each frame minus the mean frame of its
     # sequence (models.tempregnet.temporal_contrast), the other two the frame. Part of the net,
     # so caffe train, the deploy net and every tool apply it alike.

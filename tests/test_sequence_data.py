@@ -10,7 +10,7 @@ from data_prep.errors import InputError
 from data_prep.net_input import ZF_MEAN
 from fixtures_h5 import write_prepared
 from data_prep.labels import volume_label
-from layers.sequence_data import load_sequences, parse_param_str, warp_systole
+from layers.sequence_data import load_sequences, parse_param_str, rotate_zoom, warp_systole
 
 T = 20
 SIZE, CROP = 24, 16
@@ -218,6 +218,43 @@ def test_warp_in_the_layer_draws_a_scale_per_sequence_and_relabels(tmp_path, pre
             np.testing.assert_allclose(net.blobs["label"].data[:, slot], want_label, atol=1e-6)
             scales.append(scale)
     assert min(scales) < 0.8 and max(scales) > 1.25, "scales should span exp(+-0.5)"
+
+def test_rotate_zoom_by_hand():
+    frames = np.arange(2 * 25, dtype=np.uint8).reshape(2, 5, 5)
+    # a quarter turn about the centre moves pixels onto pixels: numpy's counter-clockwise rot90
+    np.testing.assert_array_equal(rotate_zoom(frames, 90.0, 1.0), np.rot90(frames, axes=(1, 2)))
+    np.testing.assert_array_equal(rotate_zoom(frames, 0.0, 1.0), frames)
+    # zoom 2 on a linear ramp: output (y, x) shows the input at c + (y - c) / 2, c + (x - c) / 2,
+    # which bilinear interpolation reproduces exactly on a ramp
+    side, c = 9, 4.0
+    y, x = np.mgrid[0:side, 0:side].astype(np.float32)
+    ramp_image = (3 * x + 5 * y)[None]
+    want = 3 * (c + (x - c) / 2) + 5 * (c + (y - c) / 2)
+    np.testing.assert_allclose(rotate_zoom(ramp_image, 0.0, 2.0)[0], want, atol=1e-3)
+
+def test_rotate_and_zoom_in_the_layer_draw_once_per_sequence(tmp_path, prepared):
+    folder, frames, labels = prepared
+    n, seed, rotate, zoom = 5, 3, 30.0, 0.2
+    rng = np.random.default_rng(seed)       # the layer's draws, in its order: epoch, then per slot
+    angles = []
+    for net, grey in training_batches(tmp_path, folder, n, 2, seed=seed, rotate=rotate, zoom=zoom):
+        order = rng.permutation(len(frames))
+        for slot, row in enumerate(order):
+            y, x = int(rng.integers(0, SIZE - CROP + 1)), int(rng.integers(0, SIZE - CROP + 1))
+            degrees, scale = rng.uniform(-rotate, rotate), np.exp(rng.uniform(-zoom, zoom))
+            want = rotate_zoom(frames[row], float(degrees), float(scale))
+            np.testing.assert_array_equal(grey[:, slot], want[:, y:y + CROP, x:x + CROP])
+            np.testing.assert_array_equal(net.blobs["label"].data[:, slot], labels[row])
+            assert not np.array_equal(want, frames[row])
+            angles.append(degrees)
+    assert min(angles) < -10 and max(angles) > 10, "angles should span +-30 degrees"
+
+def test_rotate_and_zoom_are_for_training_only_and_bounded():
+    for key, bad in (("rotate", 200), ("zoom", 1.5), ("zoom", True)):
+        with pytest.raises(ValueError, match=f"{key} must be a number"):
+            parse_param_str(json.dumps({"source": "x", "batch_size": 1, "crop": 8, "train": True, key: bad}))
+        with pytest.raises(ValueError, match=f"{key} is a training augmentation"):
+            parse_param_str(json.dumps({"source": "x", "batch_size": 1, "crop": 8, key: 0.1}))
 
 def test_warp_is_for_training_only_and_bounded():
     with pytest.raises(ValueError, match="warp is a training augmentation"):
