@@ -105,7 +105,7 @@ def steps_to_frames(step_values, n_frames: int) -> np.ndarray:
     return v[..., lo % n_steps] * (1 - frac) + v[..., (lo + 1) % n_steps] * frac
 
 
-DECODERS = ("fit", "extrema")
+DECODERS = ("fit", "extrema", "fit_es")
 
 
 def decode_steps(step_values, n_frames: int, convention: str = "cycle",
@@ -117,12 +117,21 @@ def decode_steps(step_values, n_frames: int, convention: str = "cycle",
     all n_frames * (n_frames - 1) placements). It is exact on an Eq. 4 curve for any n_frames,
     where interpolating 20 steps back onto 12-35 frames and taking extrema loses about one frame.
     ``"extrema"``: the paper's rule, maximum and minimum after resampling onto the frames.
+    ``"fit_es"``: ES from the fit, ED by the paper's rule given that ES (the maximum of the
+    resampled curve, before ES for "paper" labels). For sequences that start at ED: the fit
+    places ED and ES together, so a systole predicted too short can pull ED off the peak at
+    frame 0 (README, Deviation 18); exact on "paper" labels with ED = 0, not for ED > 0.
     """
     y = np.asarray(step_values, dtype=np.float64)
     if y.ndim != 1 or y.size < 2 or not np.all(np.isfinite(y)):
         raise ValueError(f"expected a finite 1-D step curve, got shape {y.shape}")
     if method == "extrema":
         return decode_for(convention)(steps_to_frames(y, n_frames))
+    if method == "fit_es":
+        fit_ed, es = decode_steps(y, n_frames, convention, "fit")
+        frames = steps_to_frames(y, n_frames)
+        ed = int(np.argmax(frames if convention == "cycle" else frames[: es + 1]))
+        return (fit_ed if ed == es else ed), es
     if method != "fit":
         raise ValueError(f"unknown decoder {method!r}; expected one of {DECODERS}")
     eds, ess, templates = _templates(n_frames, y.size, convention)

@@ -59,6 +59,10 @@ DEFAULTS = {
     # net sees more hearts than the training patients have. 0 = off.
     "rotate": 0.0,
     "zoom": 0.0,
+    # Training only: raise each sequence's grey values (0-255, as stored) to a random power
+    # exp(U[-g, g]) (the same for all its frames), for scanners and windows other than the
+    # training patients'. 0 = off.
+    "gamma": 0.0,
 }
 
 
@@ -85,7 +89,7 @@ def parse_param_str(param_str: str) -> dict:
             raise ValueError(f"SequenceData: {key} must be true or false, got {params[key]!r}")
         if params[key] and not params["train"]:
             raise ValueError(f"SequenceData: {key} is a training augmentation; it needs train: true")
-    for key, top in (("warp", 1), ("rotate", 180), ("zoom", 1)):
+    for key, top in (("warp", 1), ("rotate", 180), ("zoom", 1), ("gamma", 1)):
         if isinstance(params[key], bool) or not isinstance(params[key], (int, float)) \
                 or not 0 <= params[key] <= top:
             raise ValueError(f"SequenceData: {key} must be a number in [0, {top}], got {params[key]!r}")
@@ -153,13 +157,19 @@ def rotate_zoom(frames: np.ndarray, degrees: float, scale: float) -> np.ndarray:
     return np.stack(out).astype(frames.dtype)
 
 
+def gamma_curve(frames: np.ndarray, gamma: float) -> np.ndarray:
+    """uint8 frames with each grey value g replaced by 255 (g / 255) ** gamma, rounded."""
+    table = np.rint(255.0 * (np.arange(256) / 255.0) ** gamma).astype(np.uint8)
+    return table[frames]
+
+
 class SequenceData(caffe.Layer):
     """Tops: frames (T*N) x 3 x C x C (row t*N + n), cont T x N (0 at t = 0, else 1), label T x N.
 
     All listed sequences are loaded at setup. Training: a new random order each epoch, one random
-    crop per sequence (the same for all its frames) and, with warp, roll, flip, rotate and zoom,
-    a random systole length, start step, flips, rotation and zoom; otherwise centre crops in list
-    order, wrapping around.
+    crop per sequence (the same for all its frames) and, with warp, roll, flip, rotate, zoom and
+    gamma, a random systole length, start step, flips, rotation, zoom and grey-value curve;
+    otherwise centre crops in list order, wrapping around.
     param_str keys: see DEFAULTS.
     """
 
@@ -213,6 +223,9 @@ class SequenceData(caffe.Layer):
                 degrees = self.rng.uniform(-self.params["rotate"], self.params["rotate"])
                 scale = np.exp(self.rng.uniform(-self.params["zoom"], self.params["zoom"]))
                 seq = rotate_zoom(seq, float(degrees), float(scale))
+            if self.params["gamma"]:
+                seq = gamma_curve(seq, float(np.exp(self.rng.uniform(-self.params["gamma"],
+                                                                     self.params["gamma"]))))
             frames[:, slot] = net_input(seq, c, self.params["mean"], offset)
             top[2].data[:, slot] = np.roll(label, -shift)
         top[1].data[...] = 1.0

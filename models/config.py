@@ -59,6 +59,8 @@ class NetConfig:
     # degrees and zoomed by exp(U[-z, z]) about the frame centre (data layer `rotate`, `zoom`).
     train_rotate: float = 0.0
     train_zoom: float = 0.0
+    # Training augmentation (not in the paper): grey values raised to a random power exp(U[-g, g]).
+    train_gamma: float = 0.0
     # Not in the paper: the first input channel shows each frame minus the mean frame of its
     # sequence (models.tempregnet.temporal_contrast), the other two the frame. Part of the net,
     # so caffe train, the deploy net and every tool apply it alike.

@@ -94,7 +94,8 @@ def _data_param(cfg: NetConfig, source: str, batch_size: int, train: bool, seed:
         param["roll"] = True
     if train and cfg.train_flip:
         param["flip"] = True
-    for key, value in (("warp", cfg.train_warp), ("rotate", cfg.train_rotate), ("zoom", cfg.train_zoom)):
+    for key, value in (("warp", cfg.train_warp), ("rotate", cfg.train_rotate), ("zoom", cfg.train_zoom),
+                       ("gamma", cfg.train_gamma)):
         if train and value:
             param[key] = value
     return json.dumps(param, sort_keys=True)

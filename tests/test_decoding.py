@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from data_prep.labels import (decode_ed_es, decode_steps, label_curve, step_positions,
+from data_prep.labels import (decode_ed_es, decode_steps, label_curve, step_positions, steps_to_frames,
                               volume_label)
 
 N_STEPS = 20                      # the LSTM grid of the README contract
@@ -174,3 +174,32 @@ def test_label_shape_bias_tool_on_true_volume_curves():
     result = measure(trials=30, seed=1)
     assert result["extrema"][2] < 0.3 and result["extrema"][3] < 0.5
     assert result["fit"][0] > 1.0 and result["fit"][1] > 0.5
+
+
+@pytest.mark.parametrize("n_frames", LENGTHS)
+def test_fit_es_decodes_paper_labels_that_start_at_ed_exactly(n_frames):
+    pos = step_positions(n_frames, N_STEPS)
+    wrong = [es for es in range(1, n_frames)
+             if decode_steps(volume_label(pos, n_frames, 0, es, "paper"), n_frames, "paper", "fit_es")
+             != (0, es)]
+    assert not wrong
+
+
+def test_fit_es_keeps_the_fits_es_and_takes_ed_at_the_peak():
+    # An ACDC-like prediction (30 frames, true ED 0, ES 12) whose systole came out too short: the
+    # joint fit moves ED one frame late to match the steep early drop; the peak stays at step 0.
+    curve = np.array([1.0, 0.49, 0.2, 0.25, 0.47, 0.63, 0.66, 0.58, 0.51, 0.7,
+                      0.9, 1.0, 1.03, 1.06, 1.06, 1.04, 1.05, 1.13, 1.13, 1.18])
+    fit_ed, fit_es = decode_steps(curve, 30, "paper", "fit")
+    assert fit_ed == 1
+    assert decode_steps(curve, 30, "paper", "fit_es") == (0, fit_es)
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        noisy, n = rng.normal(size=N_STEPS), int(rng.integers(12, 36))
+        for convention in ("paper", "cycle"):
+            ed, es = decode_steps(noisy, n, convention, "fit_es")
+            fit_ed, fit_es = decode_steps(noisy, n, convention, "fit")
+            frames = steps_to_frames(noisy, n)
+            peak = int(np.argmax(frames if convention == "cycle" else frames[: es + 1]))
+            assert es == fit_es
+            assert ed == (peak if peak != es else fit_ed)     # a peak at ES itself: the fit's ED

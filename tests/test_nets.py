@@ -235,13 +235,13 @@ def test_lrn_can_be_left_out_and_augmentations_reach_the_training_data_layer():
     assert pools["pool1"] == ["conv1"] and pools["pool2"] == ["conv2"]
     param = json.loads(next(l for l in without.layer if l.name == "data").python_param.param_str)
     assert param["roll"] is True and param["flip"] is True and "warp" not in param
-    warped = net_proto(cfg.replace(train_warp=0.3, train_rotate=10.0, train_zoom=0.1), variant, "train", "x.txt")
+    augment = dict(train_warp=0.3, train_rotate=10.0, train_zoom=0.1, train_gamma=0.2)
+    warped = net_proto(cfg.replace(**augment), variant, "train", "x.txt")
     param = json.loads(next(l for l in warped.layer if l.name == "data").python_param.param_str)
-    assert (param["warp"], param["rotate"], param["zoom"]) == (0.3, 10.0, 0.1)
-    test_net = net_proto(cfg.replace(train_roll=True, train_flip=True, train_warp=0.3, train_rotate=10.0,
-                                     train_zoom=0.1), variant, "test", "x.txt")
+    assert [param[k] for k in ("warp", "rotate", "zoom", "gamma")] == [0.3, 10.0, 0.1, 0.2]
+    test_net = net_proto(cfg.replace(train_roll=True, train_flip=True, **augment), variant, "test", "x.txt")
     param = json.loads(next(l for l in test_net.layer if l.name == "data").python_param.param_str)
-    assert not {"roll", "flip", "warp", "rotate", "zoom"} & set(param)   # never at test time
+    assert not {"roll", "flip", "warp", "rotate", "zoom", "gamma"} & set(param)   # never at test time
 
 
 def contrast_net(tmp_path, phase="deploy", source=None):

@@ -10,7 +10,7 @@ from data_prep.errors import InputError
 from data_prep.net_input import ZF_MEAN
 from fixtures_h5 import write_prepared
 from data_prep.labels import volume_label
-from layers.sequence_data import load_sequences, parse_param_str, rotate_zoom, warp_systole
+from layers.sequence_data import gamma_curve, load_sequences, parse_param_str, rotate_zoom, warp_systole
 
 T = 20
 SIZE, CROP = 24, 16
@@ -232,25 +232,34 @@ def test_rotate_zoom_by_hand():
     want = 3 * (c + (x - c) / 2) + 5 * (c + (y - c) / 2)
     np.testing.assert_allclose(rotate_zoom(ramp_image, 0.0, 2.0)[0], want, atol=1e-3)
 
-def test_rotate_and_zoom_in_the_layer_draw_once_per_sequence(tmp_path, prepared):
+def test_gamma_curve_by_hand():
+    grey = np.array([[[0, 64, 255], [128, 200, 1]]], np.uint8)
+    np.testing.assert_array_equal(gamma_curve(grey, 1.0), grey)
+    # 255 (g / 255) ** 2: 64 -> 16.06, 128 -> 64.25, 200 -> 156.86, 1 -> 0.004
+    np.testing.assert_array_equal(gamma_curve(grey, 2.0), [[[0, 16, 255], [64, 157, 0]]])
+    assert gamma_curve(grey, 0.5).dtype == np.uint8 and gamma_curve(grey, 0.5)[0, 0, 1] == 128
+
+def test_rotate_zoom_and_gamma_in_the_layer_draw_once_per_sequence(tmp_path, prepared):
     folder, frames, labels = prepared
     n, seed, rotate, zoom = 5, 3, 30.0, 0.2
     rng = np.random.default_rng(seed)       # the layer's draws, in its order: epoch, then per slot
     angles = []
-    for net, grey in training_batches(tmp_path, folder, n, 2, seed=seed, rotate=rotate, zoom=zoom):
+    for net, grey in training_batches(tmp_path, folder, n, 2, seed=seed, rotate=rotate, zoom=zoom,
+                                      gamma=0.3):
         order = rng.permutation(len(frames))
         for slot, row in enumerate(order):
             y, x = int(rng.integers(0, SIZE - CROP + 1)), int(rng.integers(0, SIZE - CROP + 1))
             degrees, scale = rng.uniform(-rotate, rotate), np.exp(rng.uniform(-zoom, zoom))
             want = rotate_zoom(frames[row], float(degrees), float(scale))
+            want = gamma_curve(want, float(np.exp(rng.uniform(-0.3, 0.3))))
             np.testing.assert_array_equal(grey[:, slot], want[:, y:y + CROP, x:x + CROP])
             np.testing.assert_array_equal(net.blobs["label"].data[:, slot], labels[row])
             assert not np.array_equal(want, frames[row])
             angles.append(degrees)
     assert min(angles) < -10 and max(angles) > 10, "angles should span +-30 degrees"
 
-def test_rotate_and_zoom_are_for_training_only_and_bounded():
-    for key, bad in (("rotate", 200), ("zoom", 1.5), ("zoom", True)):
+def test_rotate_zoom_and_gamma_are_for_training_only_and_bounded():
+    for key, bad in (("rotate", 200), ("zoom", 1.5), ("zoom", True), ("gamma", -0.1)):
         with pytest.raises(ValueError, match=f"{key} must be a number"):
             parse_param_str(json.dumps({"source": "x", "batch_size": 1, "crop": 8, "train": True, key: bad}))
         with pytest.raises(ValueError, match=f"{key} is a training augmentation"):
