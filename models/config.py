@@ -61,10 +61,12 @@ class NetConfig:
     train_zoom: float = 0.0
     # Training augmentation (not in the paper): grey values raised to a random power exp(U[-g, g]).
     train_gamma: float = 0.0
-    # Not in the paper: the first input channel shows each frame minus the mean frame of its
-    # sequence (models.tempregnet.temporal_contrast), the other two the frame. Part of the net,
-    # so caffe train, the deploy net and every tool apply it alike.
+    # Not in the paper, both part of the net (models.tempregnet.temporal_inputs), so caffe train,
+    # the deploy net and every tool apply them alike; the channels they leave alone show the frame.
+    # Contrast: the first input channel shows each frame minus the mean frame of its sequence.
     input_contrast: bool = False
+    # Motion: the third input channel shows the next frame minus the previous one (cyclic).
+    input_motion: bool = False
 
     def replace(self, **kw) -> "NetConfig":
         """A copy with some fields changed (unknown fields raise TypeError)."""

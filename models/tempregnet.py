@@ -104,24 +104,41 @@ def _data_param(cfg: NetConfig, source: str, batch_size: int, train: bool, seed:
 FROZEN = [dict(lr_mult=0, decay_mult=0)]
 
 
-def temporal_contrast(n, frames, cfg: NetConfig):
-    """(T*N) x 3 x C x C input whose first channel is each frame minus its sequence's mean frame.
+def temporal_inputs(n, frames, cfg: NetConfig):
+    """(T*N) x 3 x C x C input with the sequence's changes over time in two of its channels.
 
-    What changes over the cycle, the blood pool as the ventricle empties and fills, stands out in
-    that channel, so a frame's place in the cycle becomes a local image feature; the other two
-    channels keep the frame. Stock Caffe layers only: the mean over the T steps is a fixed 1 x 1
-    convolution (weights 1/T, never learned) of the T steps laid out as channels.
+    Contrast (`input_contrast`), channel 0: each frame minus its sequence's mean frame. Motion
+    (`input_motion`), channel 2: the next frame minus the previous one, cyclic over the T steps
+    (a prepared sequence is one period). What changes over the cycle, the blood pool as the
+    ventricle empties and fills, stands out, so a frame's place in the cycle becomes a local image
+    feature, and the motion channel tells emptying from filling at the frame itself, where a
+    one-pass LSTM would only learn it a step later. Stock Caffe layers only, on the T steps laid
+    out as channels (1 x T x NC x C): the mean is a fixed 1 x 1 convolution (weights 1/T, never
+    learned), the neighbours are the steps sliced and concatenated one step round.
     """
     t, c = cfg.n_steps, cfg.crop
-    n.frames_first, n.frames_rest = L.Slice(frames, axis=1, slice_point=[1], ntop=2)
-    n.frames_steps = L.Reshape(n.frames_first, shape=dict(dim=[1, t, -1, c]))      # 1 x T x NC x C
-    n.frames_mean = L.Convolution(n.frames_steps, num_output=1, kernel_size=1, bias_term=False,
-                                  param=FROZEN, weight_filler=dict(type="constant", value=1.0 / t))
-    n.frames_mean_steps = L.Tile(n.frames_mean, axis=1, tiles=t)                   # 1 x T x NC x C
-    n.frames_change = L.Eltwise(n.frames_steps, n.frames_mean_steps, coeff=[1, -1])
-    n.frames_change_first = L.Reshape(n.frames_change, shape=dict(dim=[-1, 1, c, c]))  # (T*N) x 1
-    n.frames_contrast = L.Concat(n.frames_change_first, n.frames_rest, axis=1)
-    return n.frames_contrast
+    n.frames_first, n.frames_second, n.frames_third = L.Slice(frames, axis=1, slice_point=[1, 2],
+                                                              ntop=3)
+    channels = [n.frames_first, n.frames_second, n.frames_third]
+    if cfg.input_contrast:
+        n.frames_steps = L.Reshape(n.frames_first, shape=dict(dim=[1, t, -1, c]))  # 1 x T x NC x C
+        n.frames_mean = L.Convolution(n.frames_steps, num_output=1, kernel_size=1, bias_term=False,
+                                      param=FROZEN, weight_filler=dict(type="constant", value=1.0 / t))
+        n.frames_mean_steps = L.Tile(n.frames_mean, axis=1, tiles=t)               # 1 x T x NC x C
+        n.frames_change = L.Eltwise(n.frames_steps, n.frames_mean_steps, coeff=[1, -1])
+        channels[0] = n.frames_change_first = L.Reshape(n.frames_change,
+                                                        shape=dict(dim=[-1, 1, c, c]))  # (T*N) x 1
+    if cfg.input_motion:
+        n.frames_third_steps = L.Reshape(n.frames_third, shape=dict(dim=[1, t, -1, c]))
+        n.frames_start, n.frames_after = L.Slice(n.frames_third_steps, axis=1, slice_point=[1], ntop=2)
+        n.frames_next = L.Concat(n.frames_after, n.frames_start, axis=1)          # step k: k + 1
+        n.frames_before, n.frames_end = L.Slice(n.frames_third_steps, axis=1, slice_point=[t - 1],
+                                                ntop=2)
+        n.frames_previous = L.Concat(n.frames_end, n.frames_before, axis=1)        # step k: k - 1
+        n.frames_motion_steps = L.Eltwise(n.frames_next, n.frames_previous, coeff=[1, -1])
+        channels[2] = n.frames_motion = L.Reshape(n.frames_motion_steps, shape=dict(dim=[-1, 1, c, c]))
+    n.frames_temporal = L.Concat(*channels, axis=1)
+    return n.frames_temporal
 
 
 def net_proto(cfg: NetConfig, variant: Variant, phase: str, source: str | None = None,
@@ -142,7 +159,8 @@ def net_proto(cfg: NetConfig, variant: Variant, phase: str, source: str | None =
         n.frames, n.cont, n.label = L.Python(
             module="layers.sequence_data", layer="SequenceData", ntop=3, name="data",
             param_str=_data_param(cfg, source, batch_size, train, seed))
-    frames = temporal_contrast(n, n.frames, cfg) if cfg.input_contrast else n.frames
+    frames = (temporal_inputs(n, n.frames, cfg) if cfg.input_contrast or cfg.input_motion
+              else n.frames)
     feature = zf_trunk(n, frames, cfg)                                 # (T*N) x q
     n.fc_frame_steps = L.Reshape(feature, shape=dict(dim=[t, -1, cfg.feature_dim]))  # T x N x q
     if variant.use_lstm:

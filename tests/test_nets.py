@@ -267,7 +267,7 @@ def test_input_contrast_feeds_conv1_each_frame_minus_its_sequence_mean(tmp_path)
 
 def test_input_contrast_mean_is_not_learned(tmp_path, small_data):
     cfg, net = contrast_net(tmp_path, "train", str(small_data / "all.txt"))
-    assert net.bottom_names["conv1"] == ["frames_contrast"]
+    assert net.bottom_names["conv1"] == ["frames_temporal"]
     before = net.params["frames_mean"][0].data.copy()
     np.testing.assert_allclose(before, 1.0 / cfg.n_steps)
     solver_path = tmp_path / "solver.prototxt"
@@ -279,3 +279,25 @@ def test_input_contrast_mean_is_not_learned(tmp_path, small_data):
     solver.step(2)
     np.testing.assert_array_equal(solver.net.params["frames_mean"][0].data, before)
     assert np.abs(solver.net.params["conv1"][0].data - conv1).max() > 0     # control: others learn
+
+
+@pytest.mark.parametrize("contrast", [True, False])
+def test_input_motion_feeds_conv1_the_next_minus_the_previous_frame(tmp_path, contrast):
+    from models.tempregnet import net_proto
+    cfg = get_config("small").replace(input_contrast=contrast, input_motion=True)
+    path = tmp_path / "motion_deploy.prototxt"
+    path.write_text(text_format.MessageToString(net_proto(cfg, get_variant("tempreg"), "deploy")))
+    caffe.set_mode_cpu()
+    net = caffe.Net(str(path), caffe.TEST)
+    t, c, n = cfg.n_steps, cfg.crop, 3
+    frames = np.random.default_rng(5).normal(0, 50, (t, n, 3, c, c)).astype(np.float32)
+    cont = np.ones((t, n), np.float32)
+    cont[0] = 0
+    run_deploy(net, frames.reshape(t * n, 3, c, c), cont)
+    got = net.blobs[net.bottom_names["conv1"][0]].data.reshape(t, n, 3, c, c)
+    third = frames[:, :, 2]
+    want = np.stack([third[(k + 1) % t] - third[(k - 1) % t] for k in range(t)])  # per sequence
+    np.testing.assert_allclose(got[:, :, 2], want, atol=1e-3)
+    first = frames[:, :, 0] - frames[:, :, 0].mean(axis=0) if contrast else frames[:, :, 0]
+    np.testing.assert_allclose(got[:, :, 0], first, atol=1e-3)
+    np.testing.assert_array_equal(got[:, :, 1], frames[:, :, 1])
