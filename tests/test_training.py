@@ -1,5 +1,6 @@
 """tools.train on a synthetic disc cohort: the loss falls, held-out RMSE beats a constant, run dir, resume, CLI errors."""
 import json
+import shutil
 
 import caffe
 import h5py
@@ -13,6 +14,7 @@ from fixtures_h5 import write_prepared
 from models.config import get_config
 from tools import train as train_tool
 from tools.plot_training import parse_log
+from tools.predict import final_model_path
 
 pytestmark = pytest.mark.slow   # 20-45 s here: trains the small net for 150 iterations
 
@@ -58,9 +60,13 @@ def test_beats_a_constant_predictor_on_held_out_sequences(trained):
     rmse_const = np.sqrt(np.mean((constant - labels[test_rows]) ** 2))
     assert rmse_net < 0.6 * rmse_const, (rmse_net, rmse_const)
 
-def test_run_directory_is_complete(trained):
+def test_run_directory_is_complete(trained, tmp_path):
     data, run_dir, final = trained
-    assert (run_dir / "final_model.txt").read_text().strip() == str(final)
+    assert (run_dir / "final_model.txt").read_text().strip() == f"snapshots/{final.name}"
+    assert final_model_path(run_dir) == final
+    moved = tmp_path / "moved"                      # a run folder still evaluates after a move
+    shutil.copytree(run_dir, moved)
+    assert final_model_path(moved) == moved / "snapshots" / final.name
     assert final.is_file() and final.name == f"small_tempreg_iter_{ITERS}.caffemodel"
     settings = json.loads((run_dir / "settings.json").read_text())
     assert settings["variant"] == "tempreg" and settings["iters"] == ITERS and settings["beta"] == 1.0
@@ -77,7 +83,7 @@ def test_resume_continues_from_the_newest_solverstate(trained):
     _, run_dir, _ = trained
     final = train_tool.train(None, 0, out=run_dir, resume=True, iters=ITERS + 10)
     assert final.name == f"small_tempreg_iter_{ITERS + 10}.caffemodel"
-    assert (run_dir / "final_model.txt").read_text().strip() == str(final)
+    assert final_model_path(run_dir) == final
     log = (run_dir / "train.log").read_text()
     assert f"Resuming from {run_dir / 'snapshots' / f'small_tempreg_iter_{ITERS}.solverstate'}" in log
 

@@ -164,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="prepared dataset dir that holds the list files")
     p.add_argument("--list", action="append", default=[], help="split list, e.g. fold0_test.txt")
     p.add_argument("--decoder", choices=DECODERS, default="fit",
-                   help="fit: Eq. 4 template fit (default); extrema: the paper's max/min rule")
+                   help="fit: Eq. 4 template fit (default); extrema: the paper's max/min rule; "
+                        "fit_es: ES by the fit, ED the peak before it (sequences that start at ED)")
     p.add_argument("--batch", type=int, default=1, help="sequences per forward pass (default 1)")
     p.add_argument("--stack", action="store_true",
                    help="decode each patient's slices with the same frame count together "

@@ -255,7 +255,7 @@ def train(data, fold, variant="tempreg", config="small", iters=None, weights=Non
     final = run_dir / "snapshots" / f"{stem}_iter_{s['iters']}.caffemodel"
     if not final.is_file():
         raise RuntimeError(f"caffe train finished but {final} is missing; see {log_path}")
-    write_atomic(run_dir / "final_model.txt", f"{final}\n")
+    write_atomic(run_dir / "final_model.txt", f"{final.relative_to(run_dir)}\n")  # run dir can move
     curves = parse_log(log_path)
     if curves["train"]:
         plot_curves(curves, run_dir / "training_curves.png", f"{stem} fold {s['fold']}"
