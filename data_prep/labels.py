@@ -73,11 +73,13 @@ def decode_ed_es(curve, cyclic: bool = True) -> tuple[int, int]:
     if not np.all(np.isfinite(y)):
         raise ValueError("curve contains NaN or infinite values")
     es = int(np.argmin(y))
-    if cyclic or es == 0:
-        ed = int(np.argmax(y))
-    else:
-        ed = int(np.argmax(y[: es + 1]))
-    return ed, es
+    return peak_for(y, es, cyclic), es
+
+
+def peak_for(curve, es: int, cyclic: bool) -> int:
+    """ED given ES: the curve's maximum, before ES for linear ("paper") decoding."""
+    y = np.asarray(curve)
+    return int(np.argmax(y if cyclic or es == 0 else y[: es + 1]))
 
 
 def decode_for(convention: str):
@@ -129,8 +131,7 @@ def decode_steps(step_values, n_frames: int, convention: str = "cycle",
         return decode_for(convention)(steps_to_frames(y, n_frames))
     if method == "fit_es":
         fit_ed, es = decode_steps(y, n_frames, convention, "fit")
-        frames = steps_to_frames(y, n_frames)
-        ed = int(np.argmax(frames if convention == "cycle" else frames[: es + 1]))
+        ed = peak_for(steps_to_frames(y, n_frames), es, cyclic=convention == "cycle")
         return (fit_ed if ed == es else ed), es
     if method != "fit":
         raise ValueError(f"unknown decoder {method!r}; expected one of {DECODERS}")
