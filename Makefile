@@ -65,10 +65,13 @@ bench: caffe  ## print speed figures: nets (zf, small) and DICOM -> HDF5 prepara
 	$(PY) -m tools.bench_net
 	$(PY) -m tools.bench_prepare
 
-# Real data (README, "Results on public data"). The small configuration, from scratch.
+# Real data (README, "Results on public data"). The small net from scratch, at the ACDC copy's
+# native resolution: config small96 crops 88 px from frames prepared at REAL_PX = its stored_size.
 ACDC       ?= ../shared/data/acdc
 SUNNYBROOK ?= ../shared/data/sunnybrook
 REAL_ITERS ?= 3000
+REAL_CONFIG ?= small96
+REAL_PX    ?= 96
 MODELS     ?= $(HOME)/tempregnet-models
 STAMP      := $(shell date +%Y%m%d-%H%M%S)
 
@@ -84,29 +87,32 @@ ACDC_SET   ?= lstm_cycles=1 train_roll=false
 ACDC_DECODER ?= fit_es
 # The final model, outside the repository; its name changes with its settings, so an older model
 # is never taken for this one.
-FINAL      ?= $(MODELS)/acdc_small_wide_tempreg_contrast_motion_warp_augment
+FINAL      ?= $(MODELS)/acdc_$(REAL_CONFIG)_wide_tempreg_contrast_motion_warp_augment
+ACDC_PAPER := data/acdc-paper-$(REAL_PX)
+ACDC_CYCLE := data/acdc-$(REAL_PX)
+SUNNY      := data/sunnybrook-$(REAL_PX)
 
-data/acdc-paper/sequences.h5:
-	$(PY) -m data_prep.prepare --source acdc $(ACDC) data/acdc-paper --size 72 --label paper
+$(ACDC_PAPER)/sequences.h5:
+	$(PY) -m data_prep.prepare --source acdc $(ACDC) $(ACDC_PAPER) --size $(REAL_PX) --label paper
 
-data/acdc/sequences.h5:
-	$(PY) -m data_prep.prepare --source acdc $(ACDC) data/acdc --size 72
+$(ACDC_CYCLE)/sequences.h5:
+	$(PY) -m data_prep.prepare --source acdc $(ACDC) $(ACDC_CYCLE) --size $(REAL_PX)
 
 # Sunnybrook frames show ~350 mm, ACDC's crop ~140 mm: keep the central 0.4 to match.
-data/sunnybrook/sequences.h5:
-	$(PY) -m data_prep.prepare --source sunnybrook $(SUNNYBROOK) data/sunnybrook --size 72 --roi 0.4
+$(SUNNY)/sequences.h5:
+	$(PY) -m data_prep.prepare --source sunnybrook $(SUNNYBROOK) $(SUNNY) --size $(REAL_PX) --roi 0.4
 
-acdc: caffe data/acdc-paper/sequences.h5  ## Table 1 on ACDC, patient-level 4-fold CV: make acdc ACDC=<folder>
-	$(PY) -m tools.table1 --data data/acdc-paper --config small --iters $(REAL_ITERS) --runs runs/acdc \
-	  --set $(REAL_SET) $(ACDC_SET) --decoder $(ACDC_DECODER) --out results/acdc-$(STAMP)
+acdc: caffe $(ACDC_PAPER)/sequences.h5  ## Table 1 on ACDC, patient-level 4-fold CV: make acdc ACDC=<folder>
+	$(PY) -m tools.table1 --data $(ACDC_PAPER) --config $(REAL_CONFIG) --iters $(REAL_ITERS) \
+	  --runs runs/acdc --set $(REAL_SET) $(ACDC_SET) --decoder $(ACDC_DECODER) --out results/acdc-$(STAMP)
 
-cross-dataset: caffe data/acdc/sequences.h5 data/sunnybrook/sequences.h5  ## train on all of ACDC, test on Sunnybrook, detect on its DICOM
-	[ -f $(FINAL)/final_model.txt ] || $(PY) -m tools.train --data data/acdc \
-	  --fold all --variant tempreg --config small --iters $(REAL_ITERS) --set $(REAL_SET) \
+cross-dataset: caffe $(ACDC_CYCLE)/sequences.h5 $(SUNNY)/sequences.h5  ## train on all of ACDC, test on Sunnybrook, detect on its DICOM
+	[ -f $(FINAL)/final_model.txt ] || $(PY) -m tools.train --data $(ACDC_CYCLE) \
+	  --fold all --variant tempreg --config $(REAL_CONFIG) --iters $(REAL_ITERS) --set $(REAL_SET) \
 	  --out $(FINAL)
-	$(PY) -m tools.evaluate_afd --run $(FINAL) --data data/sunnybrook --list all.txt \
+	$(PY) -m tools.evaluate_afd --run $(FINAL) --data $(SUNNY) --list all.txt \
 	  --out results/cross-dataset-$(STAMP)
-	$(PY) -m tools.evaluate_afd --run $(FINAL) --data data/sunnybrook --list all.txt --stack \
+	$(PY) -m tools.evaluate_afd --run $(FINAL) --data $(SUNNY) --list all.txt --stack \
 	  --out results/cross-dataset-$(STAMP)/stack
 	$(PY) -m tools.detect $(SUNNYBROOK)/dicoms --run $(FINAL) --roi 0.4 \
 	  --out results/detect-sunnybrook-$(STAMP) --plot

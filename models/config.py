@@ -113,7 +113,14 @@ SMALL = NetConfig(
     lstm_cycles=2, train_roll=True, train_flip=True,
 )
 
-CONFIGS = {c.name: c for c in (ZF, SMALL)}
+# The small net at the ACDC copy's native resolution (95-100 px frames): stored 96, crop 88.
+SMALL96 = SMALL.replace(
+    name="small96",
+    description="small ZF-like net + 20-step LSTM on 88 px frames (not the paper's model)",
+    stored_size=96, crop=88, pool5_size=3,
+)
+
+CONFIGS = {c.name: c for c in (ZF, SMALL, SMALL96)}
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import pytest
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
+from data_prep.errors import InputError
 from data_prep.net_input import net_input
 from fixtures_h5 import write_prepared
 from models.config import get_config
@@ -135,6 +136,15 @@ def test_overrides_reach_the_run_and_roll_needs_cycle_labels(tmp_path):
         prov.setdefault("parameters", {})["label"] = "paper"
         f.attrs["provenance"] = json.dumps(prov)
     with pytest.raises(ValueError, match="train_roll needs data prepared with --label cycle"):
+        train_tool.resolve_settings(data, 0, "tempreg", "small", 5, None, None, None, None, None, 0)
+
+def test_frames_must_be_the_size_the_config_crops_from(tmp_path):
+    data = write_prepared(tmp_path / "cohort", 8, 96, seed=2, n_test=4)
+    with h5py.File(data / "sequences.h5", "a") as f:                    # as data_prep.prepare records it
+        f.attrs["provenance"] = json.dumps({"parameters": {"size": 96, "label": "cycle"}})
+    s = train_tool.resolve_settings(data, 0, "tempreg", "small96", 5, None, None, None, None, None, 0)
+    assert s["data_parameters"]["size"] == 96
+    with pytest.raises(InputError, match="prepared at 96 px; config 'small' expects 72 px"):
         train_tool.resolve_settings(data, 0, "tempreg", "small", 5, None, None, None, None, None, 0)
 
 def test_learning_curve_reports_held_out_afd(trained, tmp_path):

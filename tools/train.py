@@ -118,6 +118,15 @@ def check_roll_labels(cfg: NetConfig, data: Path) -> str:
     return convention
 
 
+def check_stored_size(cfg: NetConfig, data: Path) -> None:
+    """An error if the prepared frames are not the size the config's crop is made for."""
+    size = load_prepared_parameters(data).get("size")
+    if size is not None and int(size) != cfg.stored_size:
+        raise InputError(data, f"frames were prepared at {size} px; config '{cfg.name}' expects "
+                               f"{cfg.stored_size} px (prepare with --size {cfg.stored_size}, or "
+                               "use the config made for these frames)")
+
+
 def resolve_settings(data, fold, variant, config, iters, weights, batch, beta, weight_decay,
                      base_lr, seed, net_overrides=None) -> dict:
     """Every setting of a run, defaults filled from models/config.py, checked."""
@@ -137,6 +146,7 @@ def resolve_settings(data, fold, variant, config, iters, weights, batch, beta, w
         raise ValueError("--weights (ImageNet ZF) fits only --config zf; the small net trains from scratch")
     train_list, test_list = fold_lists(Path(data), fold)
     check_roll_labels(cfg, Path(data))
+    check_stored_size(cfg, Path(data))
     batch = batch or cfg.batch_size
     return dict(
         data=str(Path(data).resolve()), fold=fold, variant=var.name, config=cfg.name,
