@@ -61,7 +61,7 @@ train: caffe  ## train one variant: make train DATA=data/prepared FOLD=0 VARIANT
 fetch-weights: caffe  ## download the ImageNet ZF model (md5-checked) into data/imagenet/ (FROM=local file)
 	$(PY) -m tools.fetch_imagenet_zf $(if $(FROM),--from $(FROM),)
 
-bench: caffe  ## print speed figures: nets (zf, small) and DICOM -> HDF5 preparation
+bench: caffe  ## print speed figures: nets (zf, small, small96) and DICOM -> HDF5 preparation
 	$(PY) -m tools.bench_net
 	$(PY) -m tools.bench_prepare
 

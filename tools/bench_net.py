@@ -1,4 +1,4 @@
-"""Benchmark: deploy forward time per 20-frame sequence and one training iteration, for zf and small, on this machine."""
+"""Benchmark: deploy forward time per 20-frame sequence and one training iteration, for every config, on this machine."""
 from __future__ import annotations
 
 import argparse
@@ -73,7 +73,7 @@ def bench(config: str, variant: str, batch: int, repeats: int) -> dict:
 def main(argv=None) -> None:
     """Print the timings of each configuration (CPU mode)."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--configs", nargs="+", default=["zf", "small"], choices=sorted(CONFIGS))
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=sorted(CONFIGS))
     parser.add_argument("--variant", default="tempreg")
     parser.add_argument("--zf-batch", type=int, default=1, help="sequences per zf training iteration")
     parser.add_argument("--repeats", type=int, default=3)
