@@ -138,7 +138,7 @@ def test_overrides_reach_the_run_and_roll_needs_cycle_labels(tmp_path):
     with pytest.raises(ValueError, match="train_roll needs data prepared with --label cycle"):
         train_tool.resolve_settings(data, 0, "tempreg", "small", 5, None, None, None, None, None, 0)
 
-def test_frames_must_be_the_size_the_config_crops_from(tmp_path):
+def test_frames_must_be_the_size_the_config_crops_from(tmp_path, capsys):
     data = write_prepared(tmp_path / "cohort", 8, 96, seed=2, n_test=4)
     with h5py.File(data / "sequences.h5", "a") as f:                    # as data_prep.prepare records it
         f.attrs["provenance"] = json.dumps({"parameters": {"size": 96, "label": "cycle"}})
@@ -146,6 +146,11 @@ def test_frames_must_be_the_size_the_config_crops_from(tmp_path):
     assert s["data_parameters"]["size"] == 96
     with pytest.raises(InputError, match="prepared at 96 px; config 'small' expects 72 px"):
         train_tool.resolve_settings(data, 0, "tempreg", "small", 5, None, None, None, None, None, 0)
+    from tools import learning_curve                                    # refused before training
+    assert learning_curve.main(["--data", str(data), "--iters", "5", "--every", "5",
+                                "--out", str(tmp_path / "curve")]) == 1
+    assert "prepared at 96 px; config 'small' expects 72 px" in capsys.readouterr().err
+    assert not (tmp_path / "curve" / "train.prototxt").exists()
 
 def test_learning_curve_reports_held_out_afd(trained, tmp_path):
     from tools import learning_curve

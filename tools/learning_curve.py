@@ -24,7 +24,7 @@ import numpy as np
 from data_prep.errors import InputError
 from tools import afd, predict
 from tools.outputs import write_json_atomic
-from tools.train import check_roll_labels, fold_lists, parse_net_overrides
+from tools.train import check_prepared, fold_lists, parse_net_overrides
 
 
 def held_out_scores(loaded, rows) -> tuple[dict, list[dict]]:
@@ -52,7 +52,7 @@ def run(args) -> list[dict]:
     if args.fold == "all":
         raise ValueError("--fold all has no held-out sequences; give a fold number")
     train_list, test_list = fold_lists(args.data, args.fold)
-    convention = check_roll_labels(cfg, args.data)
+    convention = check_prepared(cfg, args.data).get("label", "cycle")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         return train_and_score(args, cfg, variant, convention, train_list, test_list, args.out)

@@ -109,22 +109,19 @@ def parse_net_overrides(pairs) -> dict:
     return overrides
 
 
-def check_roll_labels(cfg: NetConfig, data: Path) -> str:
-    """The prepared data's label convention; an error if cfg rolls sequences whose labels are not 'cycle'."""
-    convention = load_prepared_parameters(data).get("label", "cycle")
-    if cfg.train_roll and convention != "cycle":
-        raise ValueError("train_roll needs data prepared with --label cycle (a rolled 'paper' "
-                         "label is not Eq. 4 of the rolled sequence)")
-    return convention
-
-
-def check_stored_size(cfg: NetConfig, data: Path) -> None:
-    """An error if the prepared frames are not the size the config's crop is made for."""
-    size = load_prepared_parameters(data).get("size")
+def check_prepared(cfg: NetConfig, data: Path) -> dict:
+    """The prepared data's preprocessing parameters, checked against cfg: an error if its frames are
+    not the size cfg crops from, or if cfg rolls sequences whose labels are not 'cycle'."""
+    prepared = load_prepared_parameters(data)
+    size = prepared.get("size")
     if size is not None and int(size) != cfg.stored_size:
         raise InputError(data, f"frames were prepared at {size} px; config '{cfg.name}' expects "
                                f"{cfg.stored_size} px (prepare with --size {cfg.stored_size}, or "
                                "use the config made for these frames)")
+    if cfg.train_roll and prepared.get("label", "cycle") != "cycle":
+        raise ValueError("train_roll needs data prepared with --label cycle (a rolled 'paper' "
+                         "label is not Eq. 4 of the rolled sequence)")
+    return prepared
 
 
 def resolve_settings(data, fold, variant, config, iters, weights, batch, beta, weight_decay,
@@ -145,8 +142,7 @@ def resolve_settings(data, fold, variant, config, iters, weights, batch, beta, w
     if weights and cfg.name != "zf":
         raise ValueError("--weights (ImageNet ZF) fits only --config zf; the small net trains from scratch")
     train_list, test_list = fold_lists(Path(data), fold)
-    check_roll_labels(cfg, Path(data))
-    check_stored_size(cfg, Path(data))
+    prepared = check_prepared(cfg, Path(data))
     batch = batch or cfg.batch_size
     return dict(
         data=str(Path(data).resolve()), fold=fold, variant=var.name, config=cfg.name,
@@ -161,7 +157,7 @@ def resolve_settings(data, fold, variant, config, iters, weights, batch, beta, w
         train_list=str(train_list.resolve()), test_list=str(test_list.resolve()),
         n_train=count_lines(train_list), n_test=count_lines(test_list),
         # how the frames were made (size, roi, label convention): inference on new data redoes it
-        data_parameters=load_prepared_parameters(Path(data)),
+        data_parameters=prepared,
     )
 
 
