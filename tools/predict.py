@@ -206,10 +206,14 @@ def predict_sequence(loaded: LoadedNet, seq, method: str = "fit") -> dict:
     size = loaded.stored_size or loaded.crop
     tic = time.perf_counter()
     steps = sequence_to_steps(seq.frames, size, where=seq.seq_id, roi=loaded.roi)  # 20 x S x S uint8
+    t_pre = time.perf_counter()
     curve = forward_steps(loaded, steps[None])[0]
+    t_fwd = time.perf_counter()
     ed, es = decode_steps(curve, seq.n_frames, loaded.convention, method)
-    return {"ed": int(ed), "es": int(es), "time_s": time.perf_counter() - tic,
-            "curve": curve, "steps": steps}
+    t_end = time.perf_counter()
+    return {"ed": int(ed), "es": int(es), "time_s": t_end - tic, "curve": curve, "steps": steps,
+            "stage_s": {"preprocess": t_pre - tic, "forward": t_fwd - t_pre,
+                        "decode": t_end - t_fwd}}
 
 
 
