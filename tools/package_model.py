@@ -1,0 +1,168 @@
+"""Package a finished training run as a Model Zoo folder under models/ (the shipped model).
+
+    python -m tools.package_model --run runs/cross_sunnybrook \
+        --eval results/cross-dataset/afd.json --eval-stack results/cross-dataset/stack/afd.json \
+        --out models/tempregnet_acdc_small96
+
+Copies the deploy prototxt, the final caffemodel, settings.json and final_model.txt (so the run
+reader loads the folder), and writes readme.md: the zoo front matter (name, caffemodel, sha1,
+license, Caffe commit) and the recipe, data, licence, reproduction commands and the accuracy
+that the given tools.evaluate_afd outputs measured (read from their afd.json, never typed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from data_prep.errors import InputError
+from tools import predict
+from tools.model_store import README, sha1_of
+
+CAFFE_COMMIT = "99bd99795dcdf0b1d3086a8d67ab1782a8a08383"   # BVLC master of the Debian source
+CAFFE_SOURCE = "Debian source package caffe 1.0.0+git20180821.99bd997-8 with tools/caffe/patches"
+
+
+def accuracy_rows(afd_json) -> dict:
+    """Pooled aFD/STD (and the cyclic difference) of an afd.json written by tools.evaluate_afd."""
+    path = Path(afd_json)
+    try:
+        summary = json.loads(path.read_text())["summary"]["pooled"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(path, f"not an afd.json of tools.evaluate_afd ({exc})") from None
+    return summary
+
+
+def _row(label: str, s: dict) -> str:
+    ed, es = s["ed"], s["es"]
+    return (f"| {label} | {s['n_sequences']} | {ed['afd']:.2f} ({ed['std']:.2f}) | "
+            f"{es['afd']:.2f} ({es['std']:.2f}) | {ed['cyclic_afd_not_paper']:.2f} / "
+            f"{es['cyclic_afd_not_paper']:.2f} |")
+
+
+def readme_text(name: str, caffemodel: str, sha1: str, settings: dict, per_seq: dict,
+                per_stack: dict | None, command: str) -> str:
+    """The folder's readme.md."""
+    overrides = " ".join(f"{k}={v}" for k, v in sorted(settings.get("net_overrides", {}).items()))
+    data = settings.get("data_parameters", {})
+    rows = [_row("per sequence (the paper's decoding)", per_seq)]
+    if per_stack:
+        rows.append(_row("per stack (`--stack`, not the paper's)", per_stack))
+    return f"""---
+name: {name}
+caffemodel: {caffemodel}
+sha1: {sha1}
+license: CC BY-NC-SA 4.0 (weights learnt from ACDC; non-commercial research only)
+caffe_commit: {CAFFE_COMMIT}
+caffe_source: {CAFFE_SOURCE}
+recipe: cross_sunnybrook
+---
+# {name}
+
+TempReg-Net (Kong et al., MICCAI 2016) in the `{settings.get('config')}` configuration, trained
+from scratch on all of the ACDC development subset: the model `python -m tools.detect` and
+`python -m tools.cohort` use when given no `--run` or `--model`. It reads each cine slice as
+20 steps of {data.get('size')} px frames (an {settings.get('crop') or 88} px centre crop; the
+contrast and motion input channels), and outputs the per-step volume-like curve that the `fit`
+decoder turns into ED and ES frames. **It is a small CPU model, not the paper's ZF net.**
+
+## Use
+
+    python -m tools.detect STUDY/ --out det/                 # ED/ES of every slice
+    python -m tools.detect STUDY/ --out det/ --roi 0.4       # frames of the whole chest (~350 mm)
+
+It was trained on ACDC's heart-centred frames (about 140 mm field of view, `roi` 1.0): for
+images of the whole chest keep the central 0.4 (`--roi 0.4`), as for Sunnybrook below. Labels:
+the `cycle` convention (ED = the curve's maximum, ES = its minimum, anywhere in the sequence).
+
+## Recipe
+
+`tools.train --data <ACDC prepared at {data.get('size')} px> --fold {settings.get('fold')}
+--variant {settings.get('variant')} --config {settings.get('config')} --iters
+{settings.get('iters')} --seed {settings.get('seed')} --set {overrides}`: the project's
+cross-dataset recipe (`make cross-dataset`, recipe `cross_sunnybrook`), CPU, no ImageNet weights.
+The deploy net is `deploy.prototxt`; `settings.json` is the run's own record of every setting.
+
+## Training data and licence
+
+ACDC (Automated Cardiac Diagnosis Challenge) development subset, 50 patients, every short-axis
+slice of the 4-D cine (one skipped by preparation: a constant frame); O. Bernard et al., IEEE
+TMI 37(11):2514-2525, 2018. ACDC is licensed **CC BY-NC-SA 4.0**: these weights are learnt from
+it, so the same terms apply to them: non-commercial research use only, attribution, and
+derivatives shared alike. The code of this repository is BSD-2-Clause. No image or label of ACDC
+is in this folder.
+
+## Reproduce
+
+    {command}
+
+Training is deterministic for a seed on one machine's Caffe build; on another build the numbers
+may move slightly.
+
+## Accuracy (measured)
+
+Trained on ACDC, tested on Sunnybrook (CC0; 3 patients, 35 sequences, another scanner and ED
+convention; central 0.4 of the field of view), with `tools.evaluate_afd` (the outputs the
+numbers below were read from; aFD = mean absolute frame difference, Eq. 5, original frames):
+
+| decoding | sequences | aFD ED (STD) | aFD ES (STD) | cyclic aFD ED / ES (not the paper's) |
+|---|---:|---:|---:|---:|
+{chr(10).join(rows)}
+
+Three test patients make this an anecdote, not an estimate. On the synthetic phantoms of
+`make demo` the model is not accurate (see docs/detection.md): it has never seen them.
+
+## Files
+
+- `{caffemodel}`: the weights (sha1 above; the loader refuses a file that does not match)
+- `deploy.prototxt`: the net (inputs `frames` (20 N) x 3 x C x C and `cont` 20 x N, output `volume_pred`)
+- `settings.json`, `final_model.txt`: the training run's record, read by the run reader
+"""
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tools.package_model",
+                                description=__doc__.splitlines()[0])
+    p.add_argument("--run", required=True, help="finished training run folder")
+    p.add_argument("--eval", required=True, help="afd.json of tools.evaluate_afd (per sequence)")
+    p.add_argument("--eval-stack", help="afd.json of tools.evaluate_afd --stack")
+    p.add_argument("--out", required=True, help="model folder to write (refused if it exists)")
+    p.add_argument("--name", default="TempReg-Net small96, cross-dataset recipe, trained on ACDC")
+    p.add_argument("--command", default="make shipped-model",
+                   help="the command that reproduces the folder (written into readme.md)")
+    p.add_argument("--force", action="store_true")
+    args = p.parse_args(argv)
+    run, out = Path(args.run), Path(args.out)
+    try:
+        if out.exists() and not args.force:
+            raise InputError(out, "exists; pass --force to replace it")
+        settings = predict.read_settings(run)
+        weights = predict.final_model_path(run)
+        deploy = predict.deploy_path(run)
+        per_seq = accuracy_rows(args.eval)
+        per_stack = accuracy_rows(args.eval_stack) if args.eval_stack else None
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    caffemodel = f"{out.name}.caffemodel"
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shutil.copyfile(weights, tmp / caffemodel)
+    shutil.copyfile(deploy, tmp / "deploy.prototxt")
+    shutil.copyfile(run / "settings.json", tmp / "settings.json")
+    (tmp / "final_model.txt").write_text(caffemodel + "\n")
+    sha1 = sha1_of(tmp / caffemodel)
+    (tmp / README).write_text(readme_text(args.name, caffemodel, sha1, settings, per_seq,
+                                          per_stack, args.command))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    print(f"wrote {out} (caffemodel sha1 {sha1})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
