@@ -19,7 +19,7 @@ CONFIG  ?= small
 ITERS   ?= 2000
 
 .PHONY: help venv caffe prototxt test test-fast demo bench clean train fetch-weights synthetic \
-        acdc cross-dataset
+        acdc cross-dataset shipped-model
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -61,9 +61,10 @@ train: caffe  ## train one variant: make train DATA=data/prepared FOLD=0 VARIANT
 fetch-weights: caffe  ## download the ImageNet ZF model (md5-checked) into data/imagenet/ (FROM=local file)
 	$(PY) -m tools.fetch_imagenet_zf $(if $(FROM),--from $(FROM),)
 
-bench: caffe  ## print speed figures: nets (zf, small, small96) and DICOM -> HDF5 preparation
+bench: caffe  ## print speed figures: nets (zf, small, small96), DICOM -> HDF5 preparation, cohort detection
 	$(PY) -m tools.bench_net
 	$(PY) -m tools.bench_prepare
+	$(PY) -m tools.bench_cohort
 
 # Real data (README, "Results on public data"). The small net from scratch, at the ACDC copy's
 # native resolution: config small96 crops 88 px from frames prepared at REAL_PX = its stored_size.
@@ -119,3 +120,16 @@ cross-dataset: caffe $(ACDC_CYCLE)/sequences.h5 $(SUNNY)/sequences.h5  ## train 
 
 clean:  ## remove the venv and generated data (not the Caffe cache)
 	rm -rf $(VENV) data runs results
+
+# The model shipped in models/ (docs/detection.md): the cross-dataset recipe's training, its
+# Sunnybrook evaluation, and the Model Zoo folder with the sha1 and the measured accuracy.
+SHIPPED    ?= models/tempregnet_acdc_small96
+shipped-model: caffe $(ACDC_CYCLE)/sequences.h5 $(SUNNY)/sequences.h5  ## retrain the shipped model (ACDC=<folder>)
+	$(PY) -m tools.train --data $(ACDC_CYCLE) --fold all --variant tempreg --config $(REAL_CONFIG) \
+	  --iters $(REAL_ITERS) --set $(REAL_SET) --out runs/shipped-$(STAMP)
+	$(PY) -m tools.evaluate_afd --run runs/shipped-$(STAMP) --data $(SUNNY) --list all.txt \
+	  --out results/shipped-$(STAMP)
+	$(PY) -m tools.evaluate_afd --run runs/shipped-$(STAMP) --data $(SUNNY) --list all.txt --stack \
+	  --out results/shipped-$(STAMP)/stack
+	$(PY) -m tools.package_model --run runs/shipped-$(STAMP) --eval results/shipped-$(STAMP)/afd.json \
+	  --eval-stack results/shipped-$(STAMP)/stack/afd.json --out $(SHIPPED) --force

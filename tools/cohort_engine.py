@@ -314,7 +314,7 @@ def run_cohort(client, studies: list[Study], options: Options, out, description:
         try:
             client.register_plugin(NetPlugin(options.spec, fingerprint), name=PLUGIN_NAME)
         except (CohortError, InputError, ValueError) as exc:
-            raise CohortError(f"a worker cannot load the net: {exc}") from None
+            raise CohortError(f"worker set-up failed: {exc}") from None
     tic, lost, last_manifest = time.perf_counter(), None, time.monotonic()
     by_key = {s.key: s for s in todo}
     futures = [client.submit(detect_study, s, options, fingerprint, key=f"study-{s.key}",
