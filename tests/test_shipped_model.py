@@ -21,9 +21,12 @@ from tools import detect, model_store  # noqa: E402
 ZOO_KEYS = ("name", "caffemodel", "sha1", "license", "caffe_commit")
 PHANTOMS, PHANTOM_SEED = 3, 11
 PHANTOM_ROI = 0.4       # the phantoms show ~350 mm; the model was trained on ~140 mm ACDC crops
-# Measured (docs/detection.md): the ACDC model on these phantoms, mean cyclic frame error.
-# It has never seen a phantom; the bounds say "near the truth", not "as good as on ACDC".
-TOL_ED, TOL_ES = 2.0, 2.5
+# The cyclic frame error min(|d|, T - |d|) (Eq. 5 counts an ED found at the last frame instead
+# of the first as T - 1; the phantoms start anywhere in the cycle). Measured with this model
+# (docs/detection.md): on these 19 phantom sequences mean 0.11 (ED) and 0.68 (ES), at most
+# 1 frame each; on the 118 of the demo cohort 0.17 and 0.45, at most 1 and 2. The bounds
+# leave room for another Caffe build's rounding, not for a model that misses.
+TOL_MEAN_ED, TOL_MEAN_ES, TOL_EACH = 0.5, 1.0, 2
 
 
 def read_csv(path):
@@ -76,8 +79,9 @@ def test_detect_without_run_uses_the_shipped_model_on_phantoms(phantoms, tmp_pat
     ed = [cyclic(r["ed_0based"], r["ed_true_0based"], int(r["n_frames"])) for r in rows]
     es = [cyclic(r["es_0based"], r["es_true_0based"], int(r["n_frames"])) for r in rows]
     print(f"shipped model on {len(rows)} phantom sequences: cyclic aFD ED {np.mean(ed):.2f}, "
-          f"ES {np.mean(es):.2f}")
-    assert np.mean(ed) <= TOL_ED and np.mean(es) <= TOL_ES
+          f"ES {np.mean(es):.2f}, at most {max(ed)} / {max(es)}")
+    assert np.mean(ed) <= TOL_MEAN_ED and np.mean(es) <= TOL_MEAN_ES
+    assert max(ed) <= TOL_EACH and max(es) <= TOL_EACH
 
 
 def test_changed_weights_are_one_clear_error(phantoms, tmp_path, monkeypatch, capsys):

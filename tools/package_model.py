@@ -45,7 +45,8 @@ def _row(label: str, s: dict) -> str:
 def readme_text(name: str, caffemodel: str, sha1: str, settings: dict, per_seq: dict,
                 per_stack: dict | None, command: str) -> str:
     """The folder's readme.md."""
-    overrides = " ".join(f"{k}={v}" for k, v in sorted(settings.get("net_overrides", {}).items()))
+    overrides = " ".join(f"{k}={json.dumps(v)}"
+                         for k, v in sorted(settings.get("net_overrides", {}).items()))
     data = settings.get("data_parameters", {})
     rows = [_row("per sequence (the paper's decoding)", per_seq)]
     if per_stack:
@@ -62,63 +63,68 @@ recipe: cross_sunnybrook
 # {name}
 
 TempReg-Net (Kong et al., MICCAI 2016) in the `{settings.get('config')}` configuration, trained
-from scratch on all of the ACDC development subset: the model `python -m tools.detect` and
-`python -m tools.cohort` use when given no `--run` or `--model`. It reads each cine slice as
-20 steps of {data.get('size')} px frames (an {settings.get('crop') or 88} px centre crop; the
-contrast and motion input channels), and outputs the per-step volume-like curve that the `fit`
-decoder turns into ED and ES frames. **It is a small CPU model, not the paper's ZF net.**
+from scratch on all of the ACDC development subset. `python -m tools.detect` and
+`python -m tools.cohort` use it when given no `--run` or `--model`. It reads each cine slice as
+20 steps of {data.get('size')} px frames (centre crop {settings.get('crop') or 88} px, with the
+contrast and motion input channels) and outputs a per-step volume-like curve that the `fit`
+decoder turns into ED and ES frames. **A small CPU model, not the paper's ZF net.**
 
 ## Use
 
-    python -m tools.detect STUDY/ --out det/                 # ED/ES of every slice
+    python -m tools.detect STUDY/ --out det/                 # frames centred on the heart
     python -m tools.detect STUDY/ --out det/ --roi 0.4       # frames of the whole chest (~350 mm)
 
 It was trained on ACDC's heart-centred frames (about 140 mm field of view, `roi` 1.0): for
-images of the whole chest keep the central 0.4 (`--roi 0.4`), as for Sunnybrook below. Labels:
-the `cycle` convention (ED = the curve's maximum, ES = its minimum, anywhere in the sequence).
+images of the whole chest keep the central 0.4 (`--roi 0.4`), as for Sunnybrook below. Labels
+follow the `cycle` convention: ED and ES anywhere in the sequence.
 
 ## Recipe
 
-`tools.train --data <ACDC prepared at {data.get('size')} px> --fold {settings.get('fold')}
---variant {settings.get('variant')} --config {settings.get('config')} --iters
-{settings.get('iters')} --seed {settings.get('seed')} --set {overrides}`: the project's
-cross-dataset recipe (`make cross-dataset`, recipe `cross_sunnybrook`), CPU, no ImageNet weights.
-The deploy net is `deploy.prototxt`; `settings.json` is the run's own record of every setting.
+The project's cross-dataset recipe (`make cross-dataset`; recipe `cross_sunnybrook`), CPU, no
+ImageNet weights, seed {settings.get('seed')}:
+
+    python -m tools.train --data <ACDC prepared at {data.get('size')} px> --fold {settings.get('fold')} \\
+        --variant {settings.get('variant')} --config {settings.get('config')} --iters {settings.get('iters')} \\
+        --set {overrides}
+
+`deploy.prototxt` is the net; `settings.json` is the run's own record of every setting.
 
 ## Training data and licence
 
-ACDC (Automated Cardiac Diagnosis Challenge) development subset, 50 patients, every short-axis
-slice of the 4-D cine (one skipped by preparation: a constant frame); O. Bernard et al., IEEE
-TMI 37(11):2514-2525, 2018. ACDC is licensed **CC BY-NC-SA 4.0**: these weights are learnt from
-it, so the same terms apply to them: non-commercial research use only, attribution, and
-derivatives shared alike. The code of this repository is BSD-2-Clause. No image or label of ACDC
-is in this folder.
+ACDC (Automated Cardiac Diagnosis Challenge) development subset: {settings.get('n_train')} slice
+sequences of 50 patients (every short-axis slice of each 4-D cine; one skipped by preparation, a
+constant frame). O. Bernard et al., IEEE TMI 37(11):2514-2525, 2018. ACDC is licensed
+**CC BY-NC-SA 4.0**; these weights are learnt from it, and the same terms apply to them:
+non-commercial research use only, with attribution, derivatives shared alike. The code of this
+repository is BSD-2-Clause. No image or label of ACDC is in this folder.
 
 ## Reproduce
 
     {command}
 
-Training is deterministic for a seed on one machine's Caffe build; on another build the numbers
-may move slightly.
+(prepares ACDC and Sunnybrook from `ACDC=` and `SUNNYBROOK=` folders, trains, evaluates and
+rewrites this folder). A retrain need not give these weights bit for bit; the sha1 and the
+table below belong to this file.
 
 ## Accuracy (measured)
 
 Trained on ACDC, tested on Sunnybrook (CC0; 3 patients, 35 sequences, another scanner and ED
-convention; central 0.4 of the field of view), with `tools.evaluate_afd` (the outputs the
-numbers below were read from; aFD = mean absolute frame difference, Eq. 5, original frames):
+convention; central 0.4 of the field of view) by `tools.evaluate_afd`, whose afd.json the table
+is read from; aFD = mean absolute frame difference (Eq. 5), original frames:
 
 | decoding | sequences | aFD ED (STD) | aFD ES (STD) | cyclic aFD ED / ES (not the paper's) |
 |---|---:|---:|---:|---:|
 {chr(10).join(rows)}
 
-Three test patients make this an anecdote, not an estimate. On the synthetic phantoms of
-`make demo` the model is not accurate (see docs/detection.md): it has never seen them.
+Three test patients make this an anecdote, not an estimate. On the synthetic phantoms see
+docs/detection.md.
 
 ## Files
 
-- `{caffemodel}`: the weights (sha1 above; the loader refuses a file that does not match)
-- `deploy.prototxt`: the net (inputs `frames` (20 N) x 3 x C x C and `cont` 20 x N, output `volume_pred`)
-- `settings.json`, `final_model.txt`: the training run's record, read by the run reader
+- `{caffemodel}`: the weights (sha1 above; the loaders refuse a file that does not match)
+- `deploy.prototxt`: the net; inputs `frames` ((20 N) x 3 x C x C) and `cont` (20 x N), output
+  `volume_pred` (20 x N)
+- `settings.json`, `final_model.txt`: the training run's record, which the run reader reads
 """
 
 
