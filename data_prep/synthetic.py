@@ -660,9 +660,8 @@ def _write_truth(out: Path, records, fmt, n_patients, seed, size) -> None:
     """truth.json, atomically: the phantoms' parameters and 0-based ED/ES; no identity."""
     truth = dict(generator="data_prep.synthetic", format=fmt, patients=n_patients, seed=seed,
                  size=size, frames="0-based", sequences=records)
-    tmp = out / "truth.json.tmp"
-    tmp.write_text(json.dumps(truth, indent=1))
-    os.replace(tmp, out / "truth.json")
+    from tempregnet.outputs import write_text_atomic
+    write_text_atomic(out / "truth.json", json.dumps(truth, indent=1))
 
 
 # --- command line -------------------------------------------------------------------------------

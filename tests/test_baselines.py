@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from tools import baselines
+from tempregnet import baselines
 
 synthetic = pytest.importorskip("data_prep.synthetic")
 

@@ -1,8 +1,8 @@
-"""Properties of the shared ED/ES decoders (data_prep.labels.decode_ed_es / decode_steps)."""
+"""Properties of the shared ED/ES decoders (tempregnet.labels.decode_ed_es / decode_steps)."""
 import numpy as np
 import pytest
 
-from data_prep.labels import (decode_ed_es, decode_steps, label_curve, step_positions, steps_to_frames,
+from tempregnet.labels import (decode_ed_es, decode_steps, label_curve, step_positions, steps_to_frames,
                               volume_label)
 
 N_STEPS = 20                      # the LSTM grid of the README contract
@@ -138,7 +138,7 @@ def test_fit_decoder_is_robust_to_noise():
 def test_stack_decoding_averages_standardised_slice_curves():
     """Two slices of one stack, each with a wrong extreme, decode to the stack's true pair;
     a slice of another stack and a record without a group keep their own decoding."""
-    from tools.predict import decode_stacks
+    from tempregnet.inference import decode_stacks
     n_frames, ed, es = 24, 3, 12
     label = volume_label(step_positions(n_frames, N_STEPS), n_frames, ed, es)
     bump = np.zeros(N_STEPS)
@@ -169,7 +169,7 @@ def test_label_shape_bias_tool_on_true_volume_curves():
     """tools.label_shape_bias: the extrema rule recovers ED/ES of a sampled volume curve to a
     fraction of a frame, while the Eq. 4 fit, whose fall after ED is steeper than the phantom's
     ejection, lands late (the README's explanation of the demo's ED error)."""
-    from tools.label_shape_bias import measure, signed_cyclic
+    from tempregnet.decoder_bias import measure, signed_cyclic
     assert signed_cyclic(0, 29, 30) == 1 and signed_cyclic(29, 0, 30) == -1 and signed_cyclic(5, 3, 30) == 2
     result = measure(trials=30, seed=1)
     assert result["extrema"][2] < 0.3 and result["extrema"][3] < 0.5

@@ -150,7 +150,7 @@ def test_model_without_size_is_refused(run_dir, tmp_path):
 
 
 def test_stack_decoding_gives_each_patient_stack_one_pair(dicom_studies, run_dir, tmp_path):
-    from data_prep.labels import decode_steps
+    from tempregnet.labels import decode_steps
     cohort, _ = dicom_studies
     outputs = {}
     for mode in ("per_sequence", "stack"):
@@ -177,8 +177,8 @@ def test_stack_decoding_gives_each_patient_stack_one_pair(dicom_studies, run_dir
 
 def test_stacks_are_decoded_per_patient_and_frame_count():
     from types import SimpleNamespace
-    from data_prep.labels import decode_steps, step_positions, volume_label
-    from tools.detect import decode_input_stacks
+    from tempregnet.labels import decode_steps, step_positions, volume_label
+    from tempregnet.detection import decode_input_stacks
     n = 24
     truth = volume_label(step_positions(n, 20), n, 3, 12)
     spoiled = [truth.copy(), truth.copy()]

@@ -14,7 +14,7 @@ import pytest
 
 from data_prep import prepare
 from data_prep.hdf5 import load_prepared, load_rows, read_list
-from data_prep.labels import label_curve, volume_label
+from tempregnet.labels import label_curve, volume_label
 from data_prep.synthetic import (FAKE_BIRTH_DATE, FAKE_PATIENT_ID, FAKE_PATIENT_NAME,
                                  FAKE_STUDY_DATE, write_dicom_cohort, write_nifti_cohort)
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from data_prep.errors import InputError
-from data_prep.net_input import ZF_MEAN
+from tempregnet.net_input import ZF_MEAN
 from fixtures_h5 import write_prepared
-from data_prep.labels import volume_label
+from tempregnet.labels import volume_label
 from layers.sequence_data import gamma_curve, load_sequences, parse_param_str, rotate_zoom, warp_systole
 
 T = 20

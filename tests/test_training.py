@@ -10,12 +10,12 @@ from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
 from data_prep.errors import InputError
-from data_prep.net_input import net_input
+from tempregnet.net_input import net_input
 from fixtures_h5 import write_prepared
 from models.config import get_config
 from tools import train as train_tool
-from tools.plot_training import parse_log
-from tools.predict import final_model_path
+from tempregnet.training_log import parse_log
+from tempregnet.runs import final_model_path
 
 pytestmark = pytest.mark.slow   # 20-45 s here: trains the small net for 150 iterations
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from data_prep.labels import step_positions, volume_label
+from tempregnet.labels import step_positions, volume_label
 from models.config import N_STEPS
 
 CROP = 16
