@@ -154,14 +154,14 @@ def test_stack_decoding_averages_standardised_slice_curves():
                dict(group="p1", n_frames=n_frames, curve=list(slice_b), ed_pred=-1, es_pred=-1, time_s=0.1),
                dict(group="p2", n_frames=n_frames, curve=list(other), ed_pred=-1, es_pred=-1, time_s=0.1),
                dict(n_frames=n_frames, curve=list(slice_a), ed_pred=-1, es_pred=-1, time_s=0.1)]
-    out = decode_stacks(records)
+    out = decode_stacks(records, "cycle")
     assert [(r["ed_pred"], r["es_pred"]) for r in out] == [
         (ed, es), (ed, es), (20, 5), decode_steps(slice_a, n_frames)]
     assert [r["stack_size"] for r in out] == [2, 2, 1, 1]
     assert all(r["ed_pred"] == -1 for r in records), "inputs are not changed"
     # the same slices in another stack length are another stack
     records[1]["n_frames"] = 25
-    out = decode_stacks(records)
+    out = decode_stacks(records, "cycle")
     assert (out[0]["ed_pred"], out[0]["es_pred"]) == decode_steps(slice_a, n_frames)
 
 
