@@ -1,4 +1,4 @@
-"""The prepared HDF5 file (README, HDF5 layout): a row writer and the readers nets and evaluation use."""
+"""The prepared HDF5 file (docs/data.md, HDF5 layout): a row writer and the readers nets and evaluation use."""
 from __future__ import annotations
 
 import json

@@ -15,7 +15,7 @@ from tempregnet.labels import cyclic_resample, step_positions, volume_label
 
 @dataclass
 class PreparedRow:
-    """What one HDF5 row holds (README, HDF5 layout)."""
+    """What one HDF5 row holds (docs/data.md, HDF5 layout)."""
     frames: np.ndarray        # n_steps x S x S uint8
     label: np.ndarray         # n_steps float32 (NaN when the sequence has no ED/ES)
     ed: int                   # original 0-based frame, -1 when unlabelled

@@ -1,6 +1,6 @@
 """Synthetic cine MRI cohort: SSFP-like short-axis phantoms with known ED/ES, as DICOM or ACDC NIfTI.
 
-The phantom (see README, "Synthetic cohort"): a torso with fat, muscle, lungs, liver, spine and
+The phantom (see docs/data.md, "Synthetic cohort"): a torso with fat, muscle, lungs, liver, spine and
 aorta; a heart whose LV blood-pool area follows a physiological volume curve (ejection, rapid
 filling, diastasis, atrial kick) with constant myocardial area, so the wall thickens in systole;
 an RV crescent that contracts with its own curve; Rician noise, a smooth coil bias field and slow

@@ -19,7 +19,7 @@ from tempregnet.contract import SequenceContract
 from tempregnet.labels import decode_steps
 from tempregnet.net_input import net_input, sequence_starts, time_major
 
-FRAMES_BLOB, CONT_BLOB, OUTPUT_BLOB = "frames", "cont", "volume_pred"   # docs/design.md, Blobs
+FRAMES_BLOB, CONT_BLOB, OUTPUT_BLOB = "frames", "cont", "volume_pred"   # docs/data.md, Blobs
 
 
 def quiet_caffe() -> None:

@@ -3,7 +3,7 @@
 Frames are 0-based throughout the code; only readers of 1-based sources (ACDC's Info.cfg) and
 user-facing output convert.
 
-Two label conventions (see README, "Deviations"):
+Two label conventions (see docs/deviations.md):
 
 * ``"cycle"`` (default): Eq. 4 laid on the cardiac cycle. With j = (k - ED) mod T the phase
   since ED and s = (ES - ED) mod T the systole length, systole (j <= s) is ((s - j)/s)^delta,
@@ -129,7 +129,7 @@ def decode_steps(step_values, n_frames: int, convention: str = "cycle",
     ``"fit_es"``: ES from the fit, ED by the paper's rule given that ES (the maximum of the
     resampled curve, before ES for "paper" labels). For sequences that start at ED: the fit
     places ED and ES together, so a systole predicted too short can pull ED off the peak at
-    frame 0 (README, Deviation 18); exact on "paper" labels with ED = 0, not for ED > 0.
+    frame 0 (docs/deviations.md, 18); exact on "paper" labels with ED = 0, not for ED > 0.
     """
     y = np.asarray(step_values, dtype=np.float64)
     if y.ndim != 1 or y.size < 2 or not np.all(np.isfinite(y)):
