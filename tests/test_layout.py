@@ -58,3 +58,15 @@ def test_makefile_names_recipes_not_settings():
     for recipe in ("acdc", "cross_sunnybrook"):
         assert f"--recipe {recipe}" in make
     assert re.search(r"--size|--label|--roi \d", make) is None, "contract facts come from the recipes"
+
+
+def test_every_reported_recipe_has_a_results_row_and_the_makefile_can_ask_it():
+    from cli import run_module
+    from tempregnet.recipes import REPORTED, recipe_names
+    readme = (ROOT / "README.md").read_text()
+    for name in REPORTED:
+        assert name in recipe_names() and f"| `{name}` |" in readme, name
+    res = run_module("tools.recipes", "cross_sunnybrook", "test_data.roi")
+    assert res.returncode == 0 and res.stdout.strip() == "0.4"
+    res = run_module("tools.recipes", "acdc", "no.such.key")
+    assert res.returncode == 1 and "no key" in res.stderr and "Traceback" not in res.stderr
