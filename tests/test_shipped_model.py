@@ -16,7 +16,8 @@ from trivial_net import write_prepared, write_run_dir
 pytest.importorskip("caffe")
 synthetic = pytest.importorskip("data_prep.synthetic")
 
-from tools import detect, model_store  # noqa: E402
+from tempregnet import model_spec as model_store, runs  # noqa: E402
+from tools import detect  # noqa: E402
 
 ZOO_KEYS = ("name", "caffemodel", "sha1", "license", "caffe_commit")
 PHANTOMS, PHANTOM_SEED = 3, 11
@@ -35,7 +36,7 @@ def read_csv(path):
 
 
 def test_front_matter_names_the_weights_and_their_sha1():
-    meta = model_store.read_front_matter(model_store.DEFAULT_MODEL / "readme.md")
+    meta = runs.read_front_matter(model_store.DEFAULT_MODEL / "readme.md")
     assert all(meta.get(k) for k in ZOO_KEYS), meta
     weights = model_store.DEFAULT_MODEL / meta["caffemodel"]
     assert hashlib.sha1(weights.read_bytes()).hexdigest() == meta["sha1"]
@@ -44,12 +45,11 @@ def test_front_matter_names_the_weights_and_their_sha1():
 
 
 def test_default_model_loads_through_the_run_reader():
-    from tools.predict import load_run
-    loaded = model_store.load_model(model_store.model_spec())
-    plain = load_run(model_store.DEFAULT_MODEL)        # the same folder read as a run
-    assert (loaded.crop, loaded.stored_size, loaded.convention, loaded.roi) == \
-        (plain.crop, plain.stored_size, plain.convention, plain.roi)
-    assert loaded.description["sha1"] == model_store.read_front_matter(
+    from tempregnet.inference import load_model
+    loaded = model_store.load_spec(model_store.model_spec())
+    plain = load_model(model_store.DEFAULT_MODEL)          # the same folder, read as any run
+    assert (loaded.crop, loaded.contract) == (plain.crop, plain.contract)
+    assert loaded.description["sha1"] == runs.read_front_matter(
         model_store.DEFAULT_MODEL / "readme.md")["sha1"]
 
 
@@ -67,7 +67,7 @@ def test_detect_without_run_uses_the_shipped_model_on_phantoms(phantoms, tmp_pat
     res = run_module("tools.detect", phantoms, "--out", out, "--roi", PHANTOM_ROI, "--quiet")
     assert res.returncode == 0, res.stderr
     meta = json.loads((out / "detections.json").read_text())["model"]
-    assert meta["sha1"] == model_store.read_front_matter(
+    assert meta["sha1"] == runs.read_front_matter(
         model_store.DEFAULT_MODEL / "readme.md")["sha1"]
     rows = read_csv(out / "detections.csv")
     truth = json.loads((phantoms / "truth.json").read_text())["sequences"]
@@ -89,7 +89,7 @@ def test_changed_weights_are_one_clear_error(phantoms, tmp_path, monkeypatch, ca
     written; through the default path (no --run) and through --run."""
     copy = tmp_path / "model"
     shutil.copytree(model_store.DEFAULT_MODEL, copy)
-    weights = copy / model_store.read_front_matter(copy / "readme.md")["caffemodel"]
+    weights = copy / runs.read_front_matter(copy / "readme.md")["caffemodel"]
     blob = bytearray(weights.read_bytes())
     blob[len(blob) // 2] ^= 0x01                          # one bit of one weight
     weights.write_bytes(bytes(blob))
@@ -115,13 +115,13 @@ def test_package_model_writes_a_folder_the_loaders_check(tmp_path):
     res = run_module("tools.package_model", "--run", run, "--eval", ev / "afd.json",
                      "--out", folder)
     assert res.returncode == 0, res.stderr
-    meta = model_store.read_front_matter(folder / "readme.md")
+    meta = runs.read_front_matter(folder / "readme.md")
     assert all(meta.get(k) for k in ZOO_KEYS)
     assert meta["sha1"] == hashlib.sha1((folder / meta["caffemodel"]).read_bytes()).hexdigest()
     pooled = json.loads((ev / "afd.json").read_text())["summary"]["pooled"]
     assert f"{pooled['ed']['afd']:.2f} ({pooled['ed']['std']:.2f})" in \
         (folder / "readme.md").read_text()
-    loaded = model_store.load_model(model_store.model_spec(run=folder))
+    loaded = model_store.load_spec(model_store.model_spec(run=folder))
     assert loaded.crop == 16 and loaded.description["sha1"] == meta["sha1"]
     res = run_module("tools.package_model", "--run", run, "--eval", ev / "afd.json",
                      "--out", folder)

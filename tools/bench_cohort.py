@@ -18,14 +18,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from tools import cohort_engine as engine
-from tools.model_store import load_model, model_spec
+from tempregnet import cohort as engine
+from tempregnet.inference import quiet_caffe
+from tempregnet.model_spec import load_spec, model_spec
 
 
 def bench(studies, spec, workers: int, out: Path) -> dict:
     """One timed cohort run on a new LocalCluster of `workers` single-thread processes."""
     options = engine.Options(spec)
-    description = load_model(spec).description
+    description = load_spec(spec).description
     tic = time.perf_counter()
     client = engine.start_client(None, workers, 1)
     try:
@@ -61,6 +62,7 @@ def main(argv=None) -> int:
     p.add_argument("--run", help="training run or model folder (default: the shipped model)")
     p.add_argument("--roi", type=float, default=None)
     args = p.parse_args(argv)
+    quiet_caffe()
     spec = model_spec(run=args.run, roi=args.roi)
     with tempfile.TemporaryDirectory(prefix="bench-cohort-") as tmp:
         cohort = Path(args.cohort) if args.cohort else Path(tmp) / "cohort"

@@ -24,7 +24,7 @@ DEFAULT_WORKERS = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tools.model_store import add_net_arguments
+    from tempregnet.model_spec import add_net_arguments
     p = argparse.ArgumentParser(prog="python -m tools.cohort", description=__doc__.splitlines()[0])
     p.add_argument("inputs", nargs="*", help="studies: DICOM folders, NIfTI files, ACDC patients")
     p.add_argument("--list", help="file of studies: CSV with a 'path' column, or a path per line")
@@ -46,8 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from tools import cohort_engine as engine
-    from tools.model_store import load_model, spec_from_args
+    from tempregnet import cohort as engine
+    from tempregnet.inference import quiet_caffe
+    from tempregnet.model_spec import load_spec, spec_from_args
+    quiet_caffe()
     args = build_parser().parse_args(argv)
     try:
         paths = list(args.inputs) + (engine.read_list(args.list) if args.list else [])
@@ -57,7 +59,7 @@ def main(argv=None) -> int:
             raise ValueError("--workers and --threads-per-worker must be >= 1")
         studies = engine.make_studies(paths)
         spec = spec_from_args(args)
-        description = load_model(spec).description        # fails here, before any cluster
+        description = load_spec(spec).description         # fails here, before any cluster
         options = engine.Options(spec, args.source, args.decoder, args.stack)
         engine.check_out(Path(args.out), engine.settings_of(options, studies, description))
     except (engine.CohortError, InputError, ValueError) as err:

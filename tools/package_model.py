@@ -4,8 +4,8 @@
         --eval results/cross-dataset/afd.json --eval-stack results/cross-dataset/stack/afd.json \
         --out models/tempregnet_acdc_small96
 
-Copies the deploy prototxt, the final caffemodel, settings.json and final_model.txt (so the run
-reader loads the folder), and writes readme.md: the zoo front matter (name, caffemodel, sha1,
+Copies the deploy prototxt, the final caffemodel, settings.json, contract.json and
+final_model.txt (so the run/model reader, tempregnet.runs, loads the folder), and writes readme.md: the zoo front matter (name, caffemodel, sha1,
 license, Caffe commit) and the recipe, data, licence, reproduction commands and the accuracy
 that the given tools.evaluate_afd outputs measured (read from their afd.json, never typed).
 """
@@ -18,8 +18,7 @@ import sys
 from pathlib import Path
 
 from data_prep.errors import InputError
-from tools import predict
-from tools.model_store import README, sha1_of
+from tempregnet.runs import CONTRACT, FINAL_MODEL, README, SETTINGS, read_model_folder, sha1_of
 
 CAFFE_COMMIT = "99bd99795dcdf0b1d3086a8d67ab1782a8a08383"   # BVLC master of the Debian source
 CAFFE_SOURCE = "Debian source package caffe 1.0.0+git20180821.99bd997-8 with tools/caffe/patches"
@@ -42,12 +41,11 @@ def _row(label: str, s: dict) -> str:
             f"{es['cyclic_afd_not_paper']:.2f} |")
 
 
-def readme_text(name: str, caffemodel: str, sha1: str, settings: dict, per_seq: dict,
-                per_stack: dict | None, command: str) -> str:
+def readme_text(name: str, caffemodel: str, sha1: str, settings: dict, contract: dict, crop: int,
+                per_seq: dict, per_stack: dict | None, command: str) -> str:
     """The folder's readme.md."""
-    overrides = " ".join(f"{k}={json.dumps(v)}"
-                         for k, v in sorted(settings.get("net_overrides", {}).items()))
-    data = settings.get("data_parameters", {})
+    recipe = settings.get("recipe") or {}
+    overrides = ", ".join(f"{k} = {json.dumps(v)}" for k, v in sorted(recipe.get("overrides", {}).items()))
     rows = [_row("per sequence (the paper's decoding)", per_seq)]
     if per_stack:
         rows.append(_row("per stack (`--stack`, not the paper's)", per_stack))
@@ -58,14 +56,15 @@ sha1: {sha1}
 license: CC BY-NC-SA 4.0 (weights learnt from ACDC; non-commercial research only)
 caffe_commit: {CAFFE_COMMIT}
 caffe_source: {CAFFE_SOURCE}
-recipe: cross_sunnybrook
+recipe: {recipe.get('name')}
 ---
 # {name}
 
-TempReg-Net (Kong et al., MICCAI 2016) in the `{settings.get('config')}` configuration, trained
+TempReg-Net (Kong et al., MICCAI 2016), recipe `{recipe.get('name')}` (configuration
+`{recipe.get('config')}`), trained
 from scratch on all of the ACDC development subset. `python -m tools.detect` and
 `python -m tools.cohort` use it when given no `--run` or `--model`. It reads each cine slice as
-20 steps of {data.get('size')} px frames (centre crop {settings.get('crop') or 88} px, with the
+{contract.get('steps')} steps of {contract.get('stored_size')} px frames (centre crop {crop} px, with the
 contrast and motion input channels) and outputs a per-step volume-like curve that the `fit`
 decoder turns into ED and ES frames. **A small CPU model, not the paper's ZF net.**
 
@@ -80,14 +79,12 @@ follow the `cycle` convention: ED and ES anywhere in the sequence.
 
 ## Recipe
 
-The project's cross-dataset recipe (`make cross-dataset`; recipe `cross_sunnybrook`), CPU, no
-ImageNet weights, seed {settings.get('seed')}:
-
-    python -m tools.train --data <ACDC prepared at {data.get('size')} px> --fold {settings.get('fold')} \\
-        --variant {settings.get('variant')} --config {settings.get('config')} --iters {settings.get('iters')} \\
-        --set {overrides}
-
-`deploy.prototxt` is the net; `settings.json` is the run's own record of every setting.
+`recipes/{recipe.get('name')}.toml`: {recipe.get('description')}; {recipe.get('iterations')}
+iterations, seed {recipe.get('seed')}, {settings.get('solver_mode')}, no ImageNet weights;
+overrides of the `{recipe.get('config')}` configuration: {overrides}. Its nets are
+`prototxt/{recipe.get('name')}/`; `deploy.prototxt` here is the deploy net of that training run,
+`settings.json` and `contract.json` are the run's own record (every setting; the frames it was
+trained on).
 
 ## Training data and licence
 
@@ -124,7 +121,8 @@ docs/detection.md.
 - `{caffemodel}`: the weights (sha1 above; the loaders refuse a file that does not match)
 - `deploy.prototxt`: the net; inputs `frames` ((20 N) x 3 x C x C) and `cont` (20 x N), output
   `volume_pred` (20 x N)
-- `settings.json`, `final_model.txt`: the training run's record, which the run reader reads
+- `settings.json`, `contract.json`, `final_model.txt`: the training run's record, which the
+  run/model reader (`tempregnet.runs.read_model_folder`) reads
 """
 
 
@@ -144,25 +142,29 @@ def main(argv=None) -> int:
     try:
         if out.exists() and not args.force:
             raise InputError(out, "exists; pass --force to replace it")
-        settings = predict.read_settings(run)
-        weights = predict.final_model_path(run)
-        deploy = predict.deploy_path(run)
+        model = read_model_folder(run)
+        if model.settings is None:
+            raise InputError(run, "not a training run folder (no settings.json)")
         per_seq = accuracy_rows(args.eval)
         per_stack = accuracy_rows(args.eval_stack) if args.eval_stack else None
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from tempregnet.inference import load_model
+    crop = load_model(run).crop
     caffemodel = f"{out.name}.caffemodel"
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    shutil.copyfile(weights, tmp / caffemodel)
-    shutil.copyfile(deploy, tmp / "deploy.prototxt")
-    shutil.copyfile(run / "settings.json", tmp / "settings.json")
-    (tmp / "final_model.txt").write_text(caffemodel + "\n")
+    shutil.copyfile(model.weights, tmp / caffemodel)
+    shutil.copyfile(model.deploy, tmp / "deploy.prototxt")
+    for name in (SETTINGS, CONTRACT):
+        shutil.copyfile(run / name, tmp / name)
+    (tmp / FINAL_MODEL).write_text(caffemodel + "\n")
     sha1 = sha1_of(tmp / caffemodel)
-    (tmp / README).write_text(readme_text(args.name, caffemodel, sha1, settings, per_seq,
-                                          per_stack, args.command))
+    (tmp / README).write_text(readme_text(args.name, caffemodel, sha1, model.settings,
+                                          model.contract.to_dict(), crop, per_seq, per_stack,
+                                          args.command))
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)

@@ -31,8 +31,8 @@ from distributed import WorkerPlugin
 
 from data_prep import keys
 from data_prep.errors import InputError
-from tools.model_store import ModelSpec, load_model
-from tools.outputs import write_csv_atomic, write_json_atomic
+from tempregnet.model_spec import ModelSpec, load_spec
+from tempregnet.outputs import write_csv_atomic, write_json_atomic
 
 FORMAT = "tempregnet cohort 1"
 STUDIES_DIR, MANIFEST = "studies", "manifest.json"
@@ -110,7 +110,7 @@ def worker_net(spec: ModelSpec):
     """(net, lock) of this process, loaded at the first call and kept."""
     with _NETS_LOCK:
         if spec not in _NETS:
-            _NETS[spec] = (load_model(spec), threading.Lock())
+            _NETS[spec] = (load_spec(spec), threading.Lock())
         return _NETS[spec]
 
 
@@ -149,8 +149,8 @@ def detect_study(study: Study, options: Options, fingerprint: str) -> dict:
 
     Problems with the input (corrupt file, bad sequence) are part of the result, one line each;
     the console line keeps the path, the written cause has paths scrubbed."""
-    from tools import predict
-    from tools.detect import decode_input_stacks, detection_record, find_inputs
+    from tempregnet.detection import decode_input_stacks, detection_record, find_inputs
+    from tempregnet.inference import predict_sequence
     check_secret(fingerprint)
     loaded, lock = worker_net(options.spec)
     times = dict.fromkeys(STAGES, 0.0)
@@ -166,7 +166,7 @@ def detect_study(study: Study, options: Options, fingerprint: str) -> dict:
             seq = item.load()
             times["read"] += time.perf_counter() - tic
             with lock:
-                result = predict.predict_sequence(loaded, seq, options.decoder)
+                result = predict_sequence(loaded, seq, options.decoder)
         except InputError as err:
             problems.append(str(err))
             continue
@@ -178,7 +178,7 @@ def detect_study(study: Study, options: Options, fingerprint: str) -> dict:
             times[stage] += seconds
         done.append((seq, result))
     if options.stack and done:
-        done = decode_input_stacks(done, loaded.convention, options.decoder)
+        done = decode_input_stacks(done, loaded.contract.label, options.decoder)
     for seq, result in done:
         rec = detection_record(study.input, seq, result)
         rec.pop("time_s")
