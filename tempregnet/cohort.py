@@ -31,15 +31,16 @@ from distributed import WorkerPlugin
 
 from data_prep import keys
 from data_prep.errors import InputError
+from tempregnet import detection
+from tempregnet.detection import OUTPUT_CSV, OUTPUT_JSON
 from tempregnet.model_spec import ModelSpec, load_spec
 from tempregnet.outputs import write_csv_atomic, write_json_atomic
 
 FORMAT = "tempregnet cohort 1"
 STUDIES_DIR, MANIFEST = "studies", "manifest.json"
-OUTPUT_JSON, OUTPUT_CSV = "detections.json", "detections.csv"
-CSV_COLUMNS = ["input", "study", "seq_id", "slice", "n_frames", "ed_0based", "es_0based",
-               "ed_1based", "es_1based", "ed_instance", "es_instance", "ed_true_0based",
-               "es_true_0based"]
+# tools.detect's columns with the study's key, without the time (so a resumed run's files equal
+# an uninterrupted run's)
+CSV_COLUMNS = ["input", "study"] + [c for c in detection.CSV_COLUMNS if c not in ("input", "time_s")]
 STAGES = ("read", "preprocess", "forward", "decode")
 PLUGIN_NAME = "tempregnet-net"
 LIST_COLUMN = "path"

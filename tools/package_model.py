@@ -60,13 +60,11 @@ recipe: {recipe.get('name')}
 ---
 # {name}
 
-TempReg-Net (Kong et al., MICCAI 2016), recipe `{recipe.get('name')}` (configuration
-`{recipe.get('config')}`), trained
-from scratch on all of the ACDC development subset. `python -m tools.detect` and
+TempReg-Net (Kong et al., MICCAI 2016), recipe `{recipe.get('name')}` (configuration `{recipe.get('config')}`),
+trained from scratch on all of the ACDC development subset. `python -m tools.detect` and
 `python -m tools.cohort` use it when given no `--run` or `--model`. It reads each cine slice as
-{contract.get('steps')} steps of {contract.get('stored_size')} px frames (centre crop {crop} px, with the
-contrast and motion input channels) and outputs a per-step volume-like curve that the `fit`
-decoder turns into ED and ES frames. **A small CPU model, not the paper's ZF net.**
+{contract.get('steps')} steps of {contract.get('stored_size')} px frames (centre crop {crop} px; contrast and motion input channels)
+and outputs a per-step volume-like curve that the `fit` decoder turns into ED and ES frames. **A small CPU model, not the paper's ZF net.**
 
 ## Use
 
@@ -79,17 +77,19 @@ follow the `cycle` convention: ED and ES anywhere in the sequence.
 
 ## Recipe
 
-`recipes/{recipe.get('name')}.toml`: {recipe.get('description')}; {recipe.get('iterations')}
-iterations, seed {recipe.get('seed')}, {settings.get('solver_mode')}, no ImageNet weights;
-overrides of the `{recipe.get('config')}` configuration: {overrides}. Its nets are
-`prototxt/{recipe.get('name')}/`; `deploy.prototxt` here is the deploy net of that training run,
+`recipes/{recipe.get('name')}.toml` ({recipe.get('description')}): {recipe.get('iterations')} iterations,
+seed {recipe.get('seed')}, {settings.get('solver_mode')}, no ImageNet weights. Overrides of the `{recipe.get('config')}` configuration:
+
+    {overrides}
+
+Its nets are `prototxt/{recipe.get('name')}/`; `deploy.prototxt` here is the deploy net of that training run,
 `settings.json` and `contract.json` are the run's own record (every setting; the frames it was
 trained on).
 
 ## Training data and licence
 
-ACDC (Automated Cardiac Diagnosis Challenge) development subset: {settings.get('n_train')} slice
-sequences of 50 patients (every short-axis slice of each 4-D cine; one skipped by preparation, a
+ACDC (Automated Cardiac Diagnosis Challenge) development subset: {settings.get('n_train')} slice sequences
+of 50 patients (every short-axis slice of each 4-D cine; one skipped by preparation, a
 constant frame). O. Bernard et al., IEEE TMI 37(11):2514-2525, 2018. ACDC is licensed
 **CC BY-NC-SA 4.0**; these weights are learnt from it, and the same terms apply to them:
 non-commercial research use only, with attribution, derivatives shared alike. The code of this
@@ -150,7 +150,8 @@ def main(argv=None) -> int:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from tempregnet.inference import load_model
+    from tempregnet.inference import load_model, quiet_caffe
+    quiet_caffe()
     crop = load_model(run).crop
     caffemodel = f"{out.name}.caffemodel"
     tmp = out.with_name(out.name + ".tmp")
