@@ -1,4 +1,11 @@
-"""Prepare a dataset: cine MRI in, <OUT>/sequences.h5 + split lists out (python -m data_prep.prepare -h)."""
+"""Prepare a dataset: cine MRI in, <OUT>/sequences.h5 + split lists out (python -m data_prep.prepare -h).
+
+    python -m data_prep.prepare --recipe acdc ../shared/data/acdc data/prepared/acdc
+    python -m data_prep.prepare --source dicom IN OUT --size 72 --roi 0.5 [--label paper]
+
+With --recipe, the source, stored size, steps, label convention and ROI are the recipe's (its
+sequence contract); without, they are given one by one. The contract goes into the provenance.
+"""
 from __future__ import annotations
 
 import argparse
@@ -18,11 +25,15 @@ import numpy as np
 
 from data_prep.errors import InputError
 from data_prep.hdf5 import H5_NAME, SequenceWriter
-from data_prep.labels import CONVENTIONS
-from data_prep.preprocess import DEFAULT_SIZE, PERCENTILE_STRIDE, PERCENTILES, prepare_sequence
+from data_prep.preprocess import prepare_sequence
 from data_prep.readers import SOURCES, find_sequences
 from data_prep.splits import DEFAULT_FOLDS, DEFAULT_SEED, assign_folds, write_splits
-from models.config import N_STEPS
+from models.config import N_STEPS, ZF
+from tempregnet.contract import SequenceContract
+from tempregnet.labels import CONVENTIONS
+
+# Without --recipe: the paper's frames (the zf config's stored size), whole field of view, cycle labels.
+PLAIN = dict(size=ZF.stored_size, roi=1.0, steps=N_STEPS, label="cycle", seed=DEFAULT_SEED)
 
 
 class Stop(Exception):
@@ -31,18 +42,23 @@ class Stop(Exception):
 
 def parse_args(argv=None) -> argparse.Namespace:
     """The command line."""
-    p = argparse.ArgumentParser(prog="python -m data_prep.prepare", description=__doc__)
-    p.add_argument("--source", required=True, choices=SOURCES)
+    p = argparse.ArgumentParser(prog="python -m data_prep.prepare", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", help="input folder (acdc: the dataset root or one patient folder)")
     p.add_argument("out", help="output folder (created; refused if it exists, unless --force)")
-    p.add_argument("--size", type=int, default=DEFAULT_SIZE, help="stored frame side S")
-    p.add_argument("--roi", type=float, default=1.0,
+    p.add_argument("--recipe", help="prepare the data of this recipe (recipes/<name>.toml): "
+                                    "source, size, steps, label, ROI and split seed from it")
+    p.add_argument("--test-data", action="store_true",
+                   help="with --recipe: its test data ([test_data]) rather than its training data")
+    p.add_argument("--source", choices=SOURCES)
+    p.add_argument("--size", type=int, help=f"stored frame side S (default {PLAIN['size']})")
+    p.add_argument("--roi", type=float,
                    help="keep this central fraction of the square field of view before resizing "
-                        "(1: the whole frame, as the paper)")
-    p.add_argument("--steps", type=int, default=N_STEPS, help="time steps per sequence")
-    p.add_argument("--label", choices=CONVENTIONS, default="cycle", help="Eq. 4 convention")
+                        "(default 1: the whole frame, as the paper)")
+    p.add_argument("--steps", type=int, help=f"time steps per sequence (default {PLAIN['steps']})")
+    p.add_argument("--label", choices=CONVENTIONS, help="Eq. 4 convention (default cycle)")
     p.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help="patient-level folds")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="split seed")
+    p.add_argument("--seed", type=int, help=f"split seed (default {DEFAULT_SEED})")
     p.add_argument("--labels", help="dicom: ED/ES CSV (series_uid,ed,es[,slice_position]); "
                                     "default INPUT/labels.csv when present")
     p.add_argument("--force", action="store_true", help="replace an existing OUT")
@@ -52,19 +68,44 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="decoding processes (1: no pool)")
     args = p.parse_args(argv)
-    if args.size < 1 or args.steps < 2:
-        p.error("--size must be >= 1 and --steps >= 2")
-    if not 0 < args.roi <= 1:
-        p.error("--roi must be in (0, 1]")
+    given = [k for k in ("source", "size", "roi", "steps", "label", "seed") if getattr(args, k) is not None]
+    if args.recipe:
+        if given:
+            p.error(f"--recipe sets {', '.join('--' + k for k in given)}; give one or the other")
+        from tempregnet.recipes import load_recipe
+        try:
+            recipe = load_recipe(args.recipe)
+            which = "test_data" if args.test_data else "data"
+            args.contract = recipe.contract(which)
+        except (InputError, ValueError) as err:
+            p.error(str(err))
+        spec = getattr(recipe, which)
+        # a synthetic cohort is written as DICOM (data_prep.synthetic)
+        args.source = "dicom" if spec.source == "synthetic" else spec.source
+        args.seed = spec.seed
+    else:
+        if args.test_data:
+            p.error("--test-data needs --recipe")
+        if args.source is None:
+            p.error("give --recipe, or --source (and optionally --size, --roi, --steps, --label)")
+        for key, value in PLAIN.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
+        if args.size < 1 or args.steps < 2:
+            p.error("--size must be >= 1 and --steps >= 2")
+        if not 0 < args.roi <= 1:
+            p.error("--roi must be in (0, 1]")
+        args.contract = SequenceContract(steps=args.steps, stored_size=args.size, label=args.label,
+                                         roi=args.roi)
     return args
 
 
 def _prepare_one(job):
     """Worker: load and preprocess one sequence; an InputError comes back as (path, problem)."""
-    item, size, steps, convention, roi = job
+    item, contract = job
     try:
         seq = item.load()
-        return prepare_sequence(seq, size, steps, convention, where=item.where, roi=roi)
+        return prepare_sequence(seq, contract, where=item.where)
     except InputError as exc:
         return exc.path, exc.problem        # InputError itself does not survive pickling
 
@@ -128,10 +169,10 @@ def run(args) -> int:
         if not found:
             print(f"{args.input}: no sequences to write", file=sys.stderr)
             return 1
-        jobs = [(item, args.size, args.steps, args.label, args.roi) for item in found]
+        jobs = [(item, args.contract) for item in found]
         groups, seen, resampled, unlabelled = [], set(), Counter(), 0
         with _results(jobs, args.workers) as results:       # fork the pool before opening HDF5
-            writer = SequenceWriter(tmp / H5_NAME, args.steps, args.size)
+            writer = SequenceWriter(tmp / H5_NAME, args.contract)
             for item, result in tqdm(zip(found, results), total=len(jobs), unit="seq",
                                      desc="prepare", file=sys.stderr):
                 if isinstance(result, tuple):
@@ -145,7 +186,7 @@ def run(args) -> int:
                 writer.append(result)
                 groups.append(result.group)
                 unlabelled += result.ed < 0
-                if result.n_frames != args.steps:
+                if result.n_frames != args.contract.steps:
                     resampled[result.n_frames] += 1
         if not groups:
             print(f"{args.input}: every sequence was skipped; nothing written", file=sys.stderr)
@@ -187,12 +228,8 @@ def _provenance(args, summary: dict, splits: dict) -> dict:
     return {
         "source": args.source,
         "input": os.path.basename(os.path.normpath(args.input)),   # basename only: paths may hold names
-        "parameters": {"size": args.size, "roi": args.roi, "steps": args.steps, "label": args.label,
-                       "folds": args.folds, "seed": args.seed, "on_error": args.on_error,
-                       "squash_percentiles": list(PERCENTILES),
-                       "percentile_pixel_stride": PERCENTILE_STRIDE, "square": "centre crop",
-                       "time": "cyclic linear at step_positions(T, steps)",
-                       "resize": "cv2 INTER_AREA (shrink) / INTER_LINEAR (enlarge)"},
+        "recipe": args.recipe,          # the sequence contract itself is added by the writer
+        "parameters": {"folds": args.folds, "seed": args.seed, "on_error": args.on_error},
         "counts": summary,
         "splits": {k: v for k, v in splits.items() if k != "folds"},
         "code_version": _code_version(),
@@ -218,7 +255,7 @@ def _print_summary(out: Path, s: dict, splits: dict, args, seconds: float) -> No
     if s["unlabelled"]:
         print(f"  {s['unlabelled']} sequences have no ED/ES (ed = es = -1, label NaN)")
     for n, count in s["resampled_from_frames"].items():
-        print(f"  resampled {n} -> {args.steps} frames: {count} sequences")
+        print(f"  resampled {n} -> {args.contract.steps} frames: {count} sequences")
     print(f"  skipped {s['skipped']}" + (":" if s["skipped"] else ""))
     for reason, count in sorted(s["skipped_reasons"].items()):
         print(f"    {count} x {reason}")
