@@ -95,16 +95,14 @@ def test_gpu_build_libraries_all_resolve(part):
 @pytest.fixture(scope="module")
 def repo_like_root(tmp_path_factory):
     """A folder laid out like the repository root for `caffe train`: the committed prototxt/ and
-    data/prepared written by the project's own generator and `prepare` (small config's size)."""
+    the demo recipe's data/prepared/demo, written by the project's own generator and `prepare`."""
     from data_prep import prepare, synthetic
-    from models.config import get_config
     root = tmp_path_factory.mktemp("root")
     (root / "prototxt").symlink_to(Path(__file__).resolve().parent.parent / "prototxt")
     cohort = root / "cohort"
     assert synthetic.main([str(cohort), "--patients", "4", "--seed", "0", "--format", "dicom"]) == 0
-    size = get_config("small").stored_size
-    assert prepare.main(["--source", "dicom", str(cohort), str(root / "data" / "prepared"),
-                         "--size", str(size), "--roi", "0.5", "--workers", "1"]) == 0
+    assert prepare.main(["--recipe", "demo", str(cohort), str(root / "data" / "prepared" / "demo"),
+                         "--workers", "1"]) == 0
     return root
 
 
@@ -130,7 +128,7 @@ def caffe_train_until(root: Path, solver: str, iteration: int, timeout: float = 
 
 @cpu_build_only
 def test_committed_solver_runs_unchanged_under_plain_caffe_train(repo_like_root):
-    solver = "prototxt/small_tempreg_solver.prototxt"
+    solver = "prototxt/demo/tempreg_solver.prototxt"
     assert "solver_mode: GPU" in (repo_like_root / solver).read_text()
     log, losses, _ = caffe_train_until(repo_like_root, solver, iteration=20)
     assert log.count(FALLBACK_WARNING) == 1, log[-3000:]

@@ -8,8 +8,9 @@
    per blob, held to REL_TOL.
 3. Seconds per 20-frame sequence at inference (deploy net, N = 1 and N = 8) and per training
    iteration (the committed train net, its Python data layer included), GPU and CPU side by side.
-4. Plain `caffe train -solver prototxt/zf_tempreg_solver.prototxt`, unchanged, on the synthetic
-   cohort for --train-seconds; the iterations it reached and its logged loss.
+4. Plain `caffe train -solver prototxt/paper_zf/tempreg_solver.prototxt`, unchanged, on the
+   synthetic cohort prepared as that recipe's data, for --train-seconds; the iterations it reached
+   and its logged loss.
 Prints a table and writes DIR/device_check.json and DIR/device_check.md. `--cpu-only` rehearses
 everything but the GPU columns on a machine without one.
 """
@@ -30,7 +31,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 PROTOTXT = ROOT / "prototxt"
 REL_TOL = 1e-3            # float32 on two devices: summation orders differ, nothing else should
-NETS = ("zf", "small")
+NETS = {"zf": "paper_zf", "small": "demo"}     # net -> the recipe whose committed nets are used
+TRAIN_RECIPE = "paper_zf"
+SOLVER = f"prototxt/{TRAIN_RECIPE}/tempreg_solver.prototxt"
 PAPER_SECONDS_PER_SEQUENCE = 1.4   # section 3 of the paper (their GPU, their Caffe)
 
 
@@ -54,7 +57,7 @@ def with_force_backward(deploy: Path, batch: int, work: Path) -> Path:
                   text, count=1, flags=re.S)
     text = re.sub(r'(name: "cont".*?dim: \d+\s+dim: )(\d+)', lambda m: m.group(1) + str(batch),
                   text, count=1, flags=re.S)
-    path = work / f"{deploy.stem}_n{batch}.prototxt"
+    path = work / f"{deploy.parent.name}_{deploy.stem}_n{batch}.prototxt"
     path.write_text("force_backward: true\n" + text)
     return path
 
@@ -77,7 +80,7 @@ def compare(caffe, name: str, work: Path) -> dict:
     """Relative error of GPU against CPU on one seeded weight draw and one random input."""
     caffe.set_mode_cpu()
     caffe.set_random_seed(0)
-    net = caffe.Net(str(with_force_backward(PROTOTXT / f"{name}_tempreg_deploy.prototxt", 2, work)),
+    net = caffe.Net(str(with_force_backward(PROTOTXT / NETS[name] / "tempreg_deploy.prototxt", 2, work)),
                     caffe.TEST)
     rng = np.random.default_rng(0)
     frames = rng.uniform(0, 1, net.blobs["frames"].data.shape).astype(np.float32)
@@ -95,7 +98,7 @@ def compare(caffe, name: str, work: Path) -> dict:
 def time_forward(caffe, name: str, batch: int, gpu: bool, reps: int, work: Path) -> float:
     """Seconds per sequence: mean wall time of a forward of N sequences, divided by N."""
     (caffe.set_mode_gpu if gpu else caffe.set_mode_cpu)()
-    net = caffe.Net(str(with_force_backward(PROTOTXT / f"{name}_tempreg_deploy.prototxt", batch, work)),
+    net = caffe.Net(str(with_force_backward(PROTOTXT / NETS[name] / "tempreg_deploy.prototxt", batch, work)),
                     caffe.TEST)
     net.blobs["frames"].data[...] = np.random.default_rng(0).uniform(0, 1, net.blobs["frames"].data.shape)
     net.blobs["cont"].data[...] = 1
@@ -117,7 +120,7 @@ def time_training(caffe, gpu: bool, iters: int, work: Path) -> float:
     """
     (caffe.set_mode_gpu if gpu else caffe.set_mode_cpu)()
     solver_path = work / "zf_solver_no_initial_test.prototxt"
-    solver_path.write_text((PROTOTXT / "zf_tempreg_solver.prototxt").read_text()
+    solver_path.write_text((ROOT / SOLVER).read_text()
                            + "test_initialization: false\n")
     solver = caffe.get_solver(str(solver_path))
     solver.step(1)                                  # warm-up
@@ -127,22 +130,23 @@ def time_training(caffe, gpu: bool, iters: int, work: Path) -> float:
 
 
 def prepare_cohort(work: Path) -> None:
-    """The synthetic cohort at the zf net's stored size, where the committed nets read it."""
-    if (ROOT / "data" / "prepared" / "fold0_train.txt").is_file():
+    """A synthetic cohort (ACDC layout) prepared as the paper_zf recipe's data, where its
+    committed nets read it (data/prepared/paper_zf)."""
+    out = ROOT / "data" / "prepared" / TRAIN_RECIPE
+    if (out / "fold0_train.txt").is_file():
         return
     cohort = work / "cohort"
     py = [sys.executable, "-m"]
     subprocess.run(py + ["data_prep.synthetic", str(cohort), "--patients", "8", "--seed", "0",
-                         "--format", "dicom"], check=True, cwd=ROOT)
-    subprocess.run(py + ["data_prep.prepare", "--source", "dicom", str(cohort),
-                         str(ROOT / "data" / "prepared"), "--size", "224", "--roi", "0.5"],
+                         "--format", "nifti"], check=True, cwd=ROOT)
+    subprocess.run(py + ["data_prep.prepare", "--recipe", TRAIN_RECIPE, str(cohort), str(out)],
                    check=True, cwd=ROOT)
 
 
 def plain_caffe_train(seconds: int, out: Path) -> dict:
     """`caffe train` with the unchanged committed solver, stopped after `seconds`."""
     log = out / "caffe_train_zf.log"
-    cmd = [caffe_bin(), "train", "-solver", "prototxt/zf_tempreg_solver.prototxt"]
+    cmd = [caffe_bin(), "train", "-solver", SOLVER]
     env = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0")
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env)
