@@ -17,7 +17,6 @@ everything but the GPU columns on a machine without one.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -27,6 +26,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from tempregnet.outputs import write_json_atomic, write_text_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOTXT = ROOT / "prototxt"
@@ -222,9 +223,9 @@ def main(argv=None) -> int:
             res["training"]["gpu" if gpu else "cpu"] = time_training(
                 caffe, gpu, args.train_iters * (20 if gpu else 1), work)
     res["caffe_train"] = plain_caffe_train(args.train_seconds, args.out)
-    (args.out / "device_check.json").write_text(json.dumps(res, indent=1) + "\n")
+    write_json_atomic(args.out / "device_check.json", res)
     md = table(res)
-    (args.out / "device_check.md").write_text(md)
+    write_text_atomic(args.out / "device_check.md", md)
     print(md)
     return 0 if all(c["ok"] for c in res["compare"]) else 1
 
