@@ -17,7 +17,7 @@ DATA    ?= data/prepared/$(RECIPE)
 FOLD    ?= 0
 VARIANT ?= tempreg
 
-.PHONY: help venv caffe prototxt test test-fast demo bench clean train fetch-weights synthetic \
+.PHONY: help venv caffe gpu-bundle prototxt test test-fast demo bench clean train fetch-weights synthetic \
         acdc cross-dataset shipped-model
 
 help:  ## list the targets
@@ -34,9 +34,15 @@ venv: $(VENV)/.installed  ## create .venv with the pinned Python packages and th
 
 # Caffe lives in a cache outside the clone (tools/caffe/build_caffe.sh prints where); the
 # venv gets a .pth for pycaffe and a `caffe` wrapper whose Python layers see the venv.
-caffe: venv  ## build BVLC Caffe once (cached) and link it into .venv
+caffe: venv  ## build BVLC Caffe once (cached) and link it into .venv (GPU=1: the CUDA 13 build)
 	prefix=$$(tools/caffe/build_caffe.sh $(abspath $(PY))); \
 	$(PY) -m tools.caffe_link "$$prefix"
+
+# A GPU machine without compiler or network: the CUDA build for its Python 3.12 and what it needs,
+# packed into device-bundle/ for tools/device_check.sh (docs/caffe.md, "Running on a GPU machine").
+BUNDLE_PYTHON ?= python3.12
+gpu-bundle: venv  ## pack the CUDA 13 Caffe for a GPU machine's Python 3.12: make gpu-bundle BUNDLE_PYTHON=...
+	tools/caffe/gpu_bundle.sh $(BUNDLE_PYTHON)
 
 prototxt: caffe  ## regenerate prototxt/<recipe>/ from recipes/ and models/
 	$(PY) -m models.generate

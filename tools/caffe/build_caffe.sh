@@ -3,20 +3,28 @@
 #
 #   tools/caffe/build_caffe.sh PYTHON          # PYTHON: the venv interpreter pycaffe is built for
 #   CAFFE_SRC=/path/to/caffe ...               # build a local BVLC checkout instead of Debian's source
-#   GPU=1 ...                                  # CUDA build (CPU_ONLY=OFF); needs nvcc
+#   GPU=1 ...                                  # CUDA 13 build (CPU_ONLY=OFF, cuDNN off)
+#   GPU=1 CUDA_HOME=/usr/local/cuda-13.0 CUDA_ARCH_BIN="80 90" CUDA_ARCH_PTX=90 ...   (the defaults)
+#   BOOST_PYTHON_LIBRARY=/path/libboost_python3XX.so ...   # a Boost.Python Debian lacks (gpu_bundle.sh)
 #
+# The GPU build needs nvcc 13 (CUDA_HOME, else the nvcc on PATH); cuBLAS and cuRAND with their
+# headers come from NVIDIA's PyPI wheels pinned in cuda.lock, installed into the cache.
 # The cache key covers the source version, our patches, this script, the Python and numpy
-# versions and the GPU switch, so a second run with the same inputs only prints the prefix.
+# versions and the GPU switch (with cuda.lock, nvcc's version and the architectures), so a second
+# run with the same inputs only prints the prefix.
 set -euo pipefail
 
 PYTHON=${1:?usage: build_caffe.sh PYTHON}
 PYTHON=$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")   # absolute, venv link kept
 GPU=${GPU:-0}
 CAFFE_SRC=${CAFFE_SRC:-}
+BOOST_PYTHON_LIBRARY=${BOOST_PYTHON_LIBRARY:-}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 DEBIAN_VERSION=1.0.0+git20180821.99bd997-8       # BVLC master 99bd997 + Debian's patches
 CACHE=${TEMPREG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tempregnet}
 JOBS=${JOBS:-$(nproc)}
+CUDA_ARCH_BIN=${CUDA_ARCH_BIN:-80 90}   # machine code for A100 (sm_80) and H100/H200 (sm_90)
+CUDA_ARCH_PTX=${CUDA_ARCH_PTX:-90}      # PTX that newer chips' drivers compile at load time
 
 die() { echo "build_caffe: $*" >&2; exit 1; }
 log() { echo "build_caffe: $*" >&2; }
@@ -87,7 +95,17 @@ if [ -n "$CAFFE_SRC" ]; then
 else
   SOURCE_ID="debian:$DEBIAN_VERSION"
 fi
-KEY=$( { echo "$SOURCE_ID py$PY_VERSION numpy$NUMPY_VERSION gpu$GPU"; cat "$HERE"/patches/*.patch "$0"; } \
+GPU_ID=""
+if [ "$GPU" = 1 ]; then
+  NVCC=${CUDA_HOME:+$CUDA_HOME/bin/}nvcc
+  command -v "$NVCC" >/dev/null || die "GPU=1 needs nvcc: set CUDA_HOME to a CUDA 13 toolkit or put nvcc on PATH"
+  NVCC=$(command -v "$NVCC")
+  CUDA_HOME=$(cd "$(dirname "$NVCC")/.." && pwd)
+  NVCC_VERSION=$("$NVCC" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')
+  [ "${NVCC_VERSION%%.*}" = 13 ] || die "GPU=1 is made for CUDA 13; $NVCC is release ${NVCC_VERSION:-unknown}"
+  GPU_ID="nvcc$NVCC_VERSION arch[$CUDA_ARCH_BIN|$CUDA_ARCH_PTX] $(sha256sum < "$HERE/cuda.lock" | cut -c1-12)"
+fi
+KEY=$( { echo "$SOURCE_ID py$PY_VERSION numpy$NUMPY_VERSION gpu$GPU $GPU_ID $BOOST_PYTHON_LIBRARY"; cat "$HERE"/patches/*.patch "$0"; } \
        | sha256sum | cut -c1-12)
 PREFIX=$CACHE/caffe-$KEY
 if [ -f "$PREFIX/.complete" ]; then
@@ -106,13 +124,42 @@ else
 fi
 apply_our_patches "$WORK/src"
 
+# cuBLAS and cuRAND (headers and libraries) from the pinned wheels, once per lock file, with the
+# unversioned .so links a -dev package would add (FindCUDA looks for libcublas.so).
+install_cuda_libs() {
+  local dest=$CACHE/cuda-libs-$(sha256sum < "$HERE/cuda.lock" | cut -c1-12) f
+  if [ ! -f "$dest/.complete" ]; then
+    log "installing CUDA libraries from cuda.lock into $dest"
+    rm -rf "$dest.tmp" && mkdir -p "$dest.tmp"
+    "$PYTHON" -m pip install -q --no-deps --no-compile --target "$dest.tmp" -r "$HERE/cuda.lock" >&2 \
+      || die "pip could not install the CUDA libraries of $HERE/cuda.lock"
+    for f in "$dest.tmp"/nvidia/cu13/lib/lib*.so.*; do ln -sf "$(basename "$f")" "${f%.so.*}.so"; done
+    touch "$dest.tmp/.complete" && rm -rf "$dest" && mv "$dest.tmp" "$dest"
+  fi
+  CUDA_LIBS=$dest/nvidia/cu13
+  [ -f "$CUDA_LIBS/include/cublas_v2.h" ] && [ -f "$CUDA_LIBS/lib/libcurand.so" ] \
+    || die "$dest lacks cuBLAS/cuRAND headers or libraries (cuda.lock changed layout?)"
+}
+
 CPU_ONLY=ON
+GPU_FLAGS=()
 if [ "$GPU" = 1 ]; then
-  command -v nvcc >/dev/null || die "GPU=1 needs nvcc (CUDA toolkit) on PATH"
+  install_cuda_libs
   CPU_ONLY=OFF
+  export PATH=$CUDA_HOME/bin:$PATH
+  GPU_FLAGS=(-DCUDA_TOOLKIT_ROOT_DIR="$CUDA_HOME" -DCUDA_ARCH_NAME=Manual
+             -DCUDA_ARCH_BIN="$CUDA_ARCH_BIN" -DCUDA_ARCH_PTX="$CUDA_ARCH_PTX"
+             -DCMAKE_LIBRARY_PATH="$CUDA_LIBS/lib" -DCUDA_NVCC_FLAGS="-I$CUDA_LIBS/include"
+             -DCMAKE_CXX_FLAGS="-isystem $CUDA_LIBS/include")
+fi
+PY_FLAGS=()
+if [ -n "$BOOST_PYTHON_LIBRARY" ]; then
+  [ -f "$BOOST_PYTHON_LIBRARY" ] || die "BOOST_PYTHON_LIBRARY=$BOOST_PYTHON_LIBRARY does not exist"
+  PY_NODOT=$(echo "${PY_VERSION%.*}" | tr -d .)
+  PY_FLAGS=(-DBoost_PYTHON${PY_NODOT}_LIBRARY_RELEASE="$BOOST_PYTHON_LIBRARY")
 fi
 mkdir -p "$WORK/build"
-( cd "$WORK/build" && cmake ../src -DCMAKE_BUILD_TYPE=Release -DCPU_ONLY=$CPU_ONLY -DUSE_CUDNN=OFF \
+( cd "$WORK/build" && cmake ../src -DCMAKE_BUILD_TYPE=Release -DCPU_ONLY=$CPU_ONLY -DUSE_CUDNN=OFF "${GPU_FLAGS[@]}" "${PY_FLAGS[@]}" \
     -DBLAS=Open -DBUILD_python=ON -DBUILD_python_layer=ON \
     -Dpython_version="${PY_VERSION%.*}" -DBoost_NO_BOOST_CMAKE=ON \
     `# FindBoost module: Boost 1.74's own config does not set the Boost_PYTHON3x_FOUND Caffe reads` \
@@ -132,7 +179,7 @@ cp "$WORK/build/tools/caffe" "$STAGE/bin/caffe"
 cp -r "$WORK/src/python/caffe" "$STAGE/python/caffe"
 rm -rf "$STAGE/python/caffe/test"
 cp --remove-destination "$(readlink -f "$WORK/src/python/caffe/_caffe.so")" "$STAGE/python/caffe/_caffe.so"
-echo "$SOURCE_ID py$PY_VERSION numpy$NUMPY_VERSION gpu$GPU" > "$STAGE/.complete"
+echo "$SOURCE_ID py$PY_VERSION numpy$NUMPY_VERSION gpu$GPU $GPU_ID" > "$STAGE/.complete"
 mkdir -p "$CACHE" && rm -rf "$PREFIX" && mv "$STAGE" "$PREFIX"
 log "done: $PREFIX"
 echo "$PREFIX"
