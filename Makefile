@@ -18,7 +18,7 @@ FOLD    ?= 0
 VARIANT ?= tempreg
 
 .PHONY: help venv caffe gpu-bundle prototxt test test-fast demo bench clean train fetch-weights synthetic \
-        acdc cross-dataset
+        acdc cross-dataset shipped-model
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -66,9 +66,10 @@ train: caffe  ## train one variant of a recipe: make train RECIPE=demo [DATA=dat
 fetch-weights: caffe  ## download the ImageNet ZF model (md5-checked) into data/imagenet/ (FROM=local file)
 	$(PY) -m tools.fetch_imagenet_zf $(if $(FROM),--from $(FROM),)
 
-bench: caffe  ## print speed figures: nets (zf, small, small96) and DICOM -> HDF5 preparation
+bench: caffe  ## print speed figures: nets (zf, small, small96), DICOM -> HDF5 preparation, cohort detection
 	$(PY) -m tools.bench_net
 	$(PY) -m tools.bench_prepare
+	$(PY) -m tools.bench_cohort
 
 # Real data (README, "Results"; docs/results.md): each target runs one recipe of recipes/, whose
 # file holds the net configuration, its overrides, label convention, decoder, iterations and
@@ -109,3 +110,11 @@ cross-dataset: caffe data/prepared/cross_sunnybrook/sequences.h5 data/prepared/c
 
 clean:  ## remove the venv and generated data (not the Caffe cache)
 	rm -rf $(VENV) data runs results
+
+# The model shipped in models/ (docs/detection.md): the cross-dataset recipe's model and its
+# Sunnybrook evaluation (the cross-dataset target, same STAMP) as a Model Zoo folder: weights,
+# deploy net, run record, readme.md with the sha1 and the measured accuracy.
+SHIPPED    ?= models/tempregnet_acdc_small96
+shipped-model: cross-dataset  ## recipe cross_sunnybrook's model -> the shipped model folder in models/
+	$(PY) -m tools.package_model --run $(FINAL) --eval results/cross-dataset-$(STAMP)/afd.json \
+	  --eval-stack results/cross-dataset-$(STAMP)/stack/afd.json --out $(SHIPPED) --force

@@ -9,6 +9,7 @@ import numpy as np
 
 from data_prep.dicom import walk
 from data_prep.errors import InputError
+from data_prep.keys import public_order_key
 from data_prep.sequence import CineSequence, anonymous_key
 
 INFO_FILE = "Info.cfg"
@@ -26,6 +27,7 @@ class NiftiSequenceSource:
     ed: int | None = None
     es: int | None = None
     meta: dict = field(default_factory=dict)
+    group_order: str = ""
 
     @property
     def where(self) -> str:
@@ -38,7 +40,8 @@ class NiftiSequenceSource:
         frames = np.ascontiguousarray(volume[:, :, self.slice_index, :].transpose(2, 1, 0))
         return CineSequence(frames=frames.astype(np.float32), seq_id=self.seq_id,
                             group=self.group, source=self.source, ed=self.ed, es=self.es,
-                            meta=dict(self.meta, slice_index=self.slice_index))
+                            meta=dict(self.meta, slice_index=self.slice_index),
+                            group_order=self.group_order)
 
 
 _LAST_VOLUME: dict = {}
@@ -142,5 +145,6 @@ def _case_sequences(case, source: str) -> list[NiftiSequenceSource]:
         ed, es = labels_from_info(info, n_frames)
     name = os.path.basename(os.path.normpath(case))
     group = anonymous_key(source, "patient", name)
-    return [NiftiSequenceSource(nii, z, anonymous_key(source, name, z), group, source, ed, es)
-            for z in range(shape[2])]
+    order = public_order_key(source, "patient", name)
+    return [NiftiSequenceSource(nii, z, anonymous_key(source, name, z), group, source, ed, es,
+                                group_order=order) for z in range(shape[2])]

@@ -12,6 +12,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from data_prep.errors import InputError
+from data_prep.keys import public_order_key
 from data_prep.sequence import CineSequence, anonymous_key
 
 MIN_FRAMES = 2            # a cine needs at least two phases (labels.volume_label says why)
@@ -47,6 +48,7 @@ class DicomSequenceSource:
     ed: int | None = None
     es: int | None = None
     meta: dict = field(default_factory=dict)
+    group_order: str = ""
 
     @property
     def path(self) -> str:
@@ -64,7 +66,8 @@ class DicomSequenceSource:
         """Decode every phase; raises InputError naming the file at fault."""
         return CineSequence(frames=load_frames(self.images), seq_id=self.seq_id, group=self.group,
                             source=self.source, ed=self.ed, es=self.es,
-                            instances=_instances(self.images), meta=dict(self.meta))
+                            instances=_instances(self.images), meta=dict(self.meta),
+                            group_order=self.group_order)
 
 
 # --- scanning ---------------------------------------------------------------------------------
@@ -226,7 +229,9 @@ def find_dicom_sequences(folder, labels=None, source: str = "dicom", workers: in
         seq_id = anonymous_key(source, first.patient, first.series, pos)
         ed, es = _lookup(labels, first)
         sources.append(DicomSequenceSource(ims, seq_id, group, source, ed, es,
-                                           meta={"slice_position": first.position}))
+                                           meta={"slice_position": first.position},
+                                           group_order=public_order_key(source, "patient",
+                                                                        first.patient)))
     return sources, problems + group_problems
 
 

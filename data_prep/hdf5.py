@@ -13,7 +13,7 @@ from data_prep.errors import InputError
 H5_NAME = "sequences.h5"
 KEYS = ("frames", "label", "ed", "es", "n_frames", "seq_id", "group")
 TEXT_KEYS = ("seq_id", "group")
-ID_BYTES = 16                     # fixed-length ASCII ids; anonymous_key gives 10 hex characters
+ID_BYTES = 16                     # fixed-length ASCII ids; anonymous_key gives 16 hex characters
 
 
 def h5py_module():

@@ -171,6 +171,7 @@ def run(args) -> int:
             return 1
         jobs = [(item, args.contract) for item in found]
         groups, seen, resampled, unlabelled = [], set(), Counter(), 0
+        order = {}                  # group -> fold order key (data_prep.keys; never written)
         with _results(jobs, args.workers) as results:       # fork the pool before opening HDF5
             writer = SequenceWriter(tmp / H5_NAME, args.contract)
             for item, result in tqdm(zip(found, results), total=len(jobs), unit="seq",
@@ -185,13 +186,14 @@ def run(args) -> int:
                 seen.add(result.seq_id)
                 writer.append(result)
                 groups.append(result.group)
+                order[result.group] = result.group_order
                 unlabelled += result.ed < 0
                 if result.n_frames != args.contract.steps:
                     resampled[result.n_frames] += 1
         if not groups:
             print(f"{args.input}: every sequence was skipped; nothing written", file=sys.stderr)
             return 1
-        splits = _splits(tmp, groups, args)
+        splits = _splits(tmp, groups, order, args)
         summary = {
             "written": len(groups), "patients": len(set(groups)), "unlabelled": unlabelled,
             "skipped": len(problems),
@@ -215,13 +217,13 @@ def run(args) -> int:
     return 1 if (args.strict and problems) else 0
 
 
-def _splits(folder: Path, groups: list[str], args) -> dict:
+def _splits(folder: Path, groups: list[str], order: dict[str, str], args) -> dict:
     try:
-        assign_folds(groups, args.folds, args.seed)
+        assign_folds(groups, args.folds, args.seed, order)
     except ValueError as exc:          # too few patients: all.txt only, said in the summary
         (folder / "all.txt").write_text("".join(f"{H5_NAME} {r}\n" for r in range(len(groups))))
         return {"k": 0, "note": f"no folds: {exc}"}
-    return write_splits(folder, groups, H5_NAME, args.folds, args.seed)
+    return write_splits(folder, groups, H5_NAME, args.folds, args.seed, order)
 
 
 def _provenance(args, summary: dict, splits: dict) -> dict:

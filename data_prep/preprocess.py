@@ -23,6 +23,7 @@ class PreparedRow:
     n_frames: int
     seq_id: str
     group: str
+    group_order: str = ""     # memory only: orders the fold assignment (not an HDF5 key)
 
 
 def check_frames(frames: np.ndarray, where) -> None:
@@ -110,4 +111,5 @@ def prepare_sequence(seq: CineSequence, contract: SequenceContract, where="seque
     except ValueError as exc:           # volume_label's own checks (range, ED == ES)
         raise InputError(where, f"bad ED/ES labels: {exc}") from None
     return PreparedRow(frames, label, -1 if seq.ed is None else int(seq.ed),
-                       -1 if seq.es is None else int(seq.es), seq.n_frames, seq.seq_id, seq.group)
+                       -1 if seq.es is None else int(seq.es), seq.n_frames, seq.seq_id, seq.group,
+                       seq.group_order)

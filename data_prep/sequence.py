@@ -1,10 +1,11 @@
 """The one sequence type every reader returns."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from data_prep.keys import keyed_key
 
 
 @dataclass
@@ -14,6 +15,8 @@ class CineSequence:
     frames: T x H x W float32 in the scanner's units (rescale slope/intercept applied).
     ed, es: 0-based frames, or None when the source carries no labels.
     seq_id, group: anonymous keys (see `anonymous_key`); group is the patient, for splits.
+    group_order: the patient's secret-independent order key for the folds (memory only, never
+    written; data_prep.keys.public_order_key).
     instances: DICOM InstanceNumber of each frame, when read from DICOM.
     """
     frames: np.ndarray
@@ -24,13 +27,14 @@ class CineSequence:
     es: int | None = None
     instances: list[int] | None = None
     meta: dict = field(default_factory=dict)   # non-identifying extras (slice index, spacing)
+    group_order: str = ""
 
     @property
     def n_frames(self) -> int:
         return int(self.frames.shape[0])
 
 
-def anonymous_key(*parts: object, length: int = 10) -> str:
-    """A short stable hash of identifying parts (paths, UIDs); the parts never leave memory."""
-    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()
-    return digest[:length]
+def anonymous_key(*parts: object) -> str:
+    """A keyed hash of identifying parts (paths, UIDs): HMAC under the secret of data_prep.keys,
+    so it cannot be found by hashing guesses; the parts never leave memory."""
+    return keyed_key(*parts)

@@ -12,9 +12,18 @@ DEFAULT_FOLDS = 4            # the paper's 4-fold cross-validation
 DEFAULT_SEED = 0
 
 
-def assign_folds(groups, k: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED) -> dict[str, int]:
-    """Group (patient) -> test fold 0..k-1; shuffled by seed, then each to the fold with fewest sequences."""
+def assign_folds(groups, k: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED,
+                 order: dict[str, str] | None = None) -> dict[str, int]:
+    """Group (patient) -> test fold 0..k-1; shuffled by seed, then each to the fold with fewest sequences.
+
+    The patients are shuffled from a sorted list: sorted by `order` (group -> a key that does
+    not depend on the identity secret, data_prep.keys.public_order_key) when given, else by
+    name. Keyed group names differ between secrets; their order keys do not, so the folds are
+    the same on every machine."""
     names, counts = np.unique(np.asarray(list(groups), dtype=str), return_counts=True)
+    if order is not None:
+        by_order = sorted(range(len(names)), key=lambda i: (order.get(names[i]) or names[i], names[i]))
+        names, counts = names[by_order], counts[by_order]
     if k < 2:
         raise ValueError(f"need at least 2 folds, got {k}")
     if len(names) < k:
@@ -30,11 +39,13 @@ def assign_folds(groups, k: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED) -> di
     return fold_of
 
 
-def write_splits(out_dir, groups, h5_name: str, k: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED) -> dict:
-    """splits.json, all.txt, fold<i>_train.txt and fold<i>_test.txt for the rows of h5_name."""
+def write_splits(out_dir, groups, h5_name: str, k: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED,
+                 order: dict[str, str] | None = None) -> dict:
+    """splits.json, all.txt, fold<i>_train.txt and fold<i>_test.txt for the rows of h5_name
+    (order: see assign_folds; it is used, never written)."""
     out_dir = Path(out_dir)
     groups = [str(g) for g in groups]
-    fold_of = assign_folds(groups, k, seed)
+    fold_of = assign_folds(groups, k, seed, order)
     lines = [f"{h5_name} {row}\n" for row in range(len(groups))]
     write_text_atomic(out_dir / "all.txt", "".join(lines))
     folds = []

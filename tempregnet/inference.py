@@ -78,10 +78,11 @@ def load_net(deploy, weights, contract: SequenceContract, gpu: int | None = None
     return LoadedNet(net, crop, contract, desc)
 
 
-def load_model(folder, gpu: int | None = None) -> LoadedNet:
-    """The net of a run folder (tools.train) or a model folder, with its final weights and contract."""
+def load_model(folder, gpu: int | None = None, expected_sha1: str | None = None) -> LoadedNet:
+    """The net of a run folder (tools.train) or a model folder, with its final weights and contract
+    (a zoo folder's sha1 checked; expected_sha1: the weights must have this sha1)."""
     from tempregnet.runs import read_model_folder
-    model = read_model_folder(folder)
+    model = read_model_folder(folder, expected_sha1)
     return load_net(model.deploy, model.weights, model.contract, gpu=gpu,
                     description=model.description())
 
@@ -155,10 +156,14 @@ def predict_sequence(loaded: LoadedNet, seq, method: str = "fit") -> dict:
     """ED/ES (0-based original frames) of one CineSequence, with its step curve and time."""
     tic = time.perf_counter()
     steps = sequence_to_steps(seq.frames, loaded.contract, where=seq.seq_id)   # T x S x S uint8
+    t_pre = time.perf_counter()
     curve = forward_steps(loaded, steps[None])[0]
+    t_fwd = time.perf_counter()
     ed, es = decode_steps(curve, seq.n_frames, loaded.contract.label, method)
-    return {"ed": int(ed), "es": int(es), "time_s": time.perf_counter() - tic,
-            "curve": curve, "steps": steps}
+    t_end = time.perf_counter()
+    return {"ed": int(ed), "es": int(es), "time_s": t_end - tic, "curve": curve, "steps": steps,
+            "stage_s": {"preprocess": t_pre - tic, "forward": t_fwd - t_pre,
+                        "decode": t_end - t_fwd}}
 
 
 def stack_key(rec: dict):

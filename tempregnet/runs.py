@@ -6,10 +6,13 @@ test,deploy,solver}.prototxt, train.log, snapshots/, final_model.txt (the final 
 relative to the folder) and training_curves.png. A model folder (a shipped model) needs only a
 deploy prototxt (deploy.prototxt or one *_deploy.prototxt), the weights (final_model.txt or one
 *.caffemodel) and contract.json; settings.json and a readme are optional. `read_model_folder`
-reads both kinds.
+reads both kinds. A folder with a Caffe Model Zoo readme.md (front matter naming `caffemodel` and
+its `sha1`, as models/tempregnet_acdc_small96) has its weights' sha1 checked at every read: a
+file that does not match is one clear error.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ from tempregnet.contract import SequenceContract, read_contract_file
 from tempregnet.outputs import write_text_atomic
 
 SETTINGS, CONTRACT, FINAL_MODEL, SNAPSHOTS = "settings.json", "contract.json", "final_model.txt", "snapshots"
+README = "readme.md"                     # Model Zoo readme: front matter with caffemodel and sha1
 
 
 def write_run_record(run_dir, settings: dict, contract: SequenceContract) -> None:
@@ -78,6 +82,52 @@ def _one(folder: Path, preferred: str, pattern: str, what: str) -> Path:
     return found[0]
 
 
+def read_front_matter(readme) -> dict[str, str]:
+    """The `key: value` lines between the two `---` lines that open a Model Zoo readme.md."""
+    path = Path(readme)
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise InputError(path, f"cannot read the model readme ({exc.strerror})") from None
+    if not lines or lines[0].strip() != "---" or "---" not in (s.strip() for s in lines[1:]):
+        raise InputError(path, "no front matter (a block opened and closed by '---' lines)")
+    fields = {}
+    for line in lines[1:]:
+        if line.strip() == "---":
+            break
+        key, sep, value = line.partition(":")
+        if sep and key.strip():
+            fields[key.strip()] = value.strip()
+    return fields
+
+
+def sha1_of(path) -> str:
+    """Hex SHA-1 of a file's bytes (the Model Zoo's checksum)."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checked_weights(folder, expected_sha1: str | None = None) -> tuple[Path, dict]:
+    """(caffemodel, front matter) of a folder with a zoo readme.md, after the caffemodel's sha1
+    matched the readme's (and expected_sha1, when given); InputError if it does not."""
+    folder = Path(folder)
+    meta = read_front_matter(folder / README)
+    for key in ("caffemodel", "sha1"):
+        if not meta.get(key):
+            raise InputError(folder / README, f"front matter lacks '{key}'")
+    weights = folder / meta["caffemodel"]
+    if not weights.is_file():
+        raise InputError(weights, "caffemodel named by readme.md not found")
+    got, want = sha1_of(weights), (expected_sha1 or meta["sha1"]).lower()
+    if got != meta["sha1"].lower() or got != want:
+        raise InputError(weights, f"sha1 {got} is not the expected {want}: the weights are damaged "
+                                  "or not this model's (restore the file, e.g. git checkout)")
+    return weights, meta
+
+
 @dataclass
 class ModelFolder:
     """What inference needs of a run or model folder."""
@@ -86,20 +136,24 @@ class ModelFolder:
     weights: Path
     contract: SequenceContract
     settings: dict | None          # a run folder's settings.json; None for a bare model folder
+    zoo: dict | None = None        # a Model Zoo readme's front matter (its sha1 was checked)
 
     def description(self) -> dict:
         """Non-identifying provenance for result files."""
         s = self.settings or {}
         recipe = s.get("recipe") or {}
-        desc = {"run": self.path.name, "recipe": recipe.get("name"), "config": recipe.get("config"),
+        zoo = self.zoo or {}
+        desc = {"run": self.path.name, "model": zoo.get("name"), "sha1": zoo.get("sha1"),
+                "recipe": recipe.get("name"), "config": recipe.get("config"),
                 "variant": s.get("variant"), "iterations": s.get("iters"),
                 "imagenet_init": s.get("imagenet_init"), "solver_mode": s.get("solver_mode"),
                 "fold": s.get("fold"), "decoder": recipe.get("decoder")}
         return {k: v for k, v in desc.items() if v is not None}
 
 
-def read_model_folder(folder) -> ModelFolder:
-    """The deploy net, final weights, contract and (run folders) settings of a folder."""
+def read_model_folder(folder, expected_sha1: str | None = None) -> ModelFolder:
+    """The deploy net, final weights, contract and (run folders) settings of a folder; a zoo
+    folder's weights are the ones its readme names, sha1-checked (and against expected_sha1)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "model folder not found")
@@ -110,6 +164,13 @@ def read_model_folder(folder) -> ModelFolder:
                          if settings is not None else f"not a {what} (no {CONTRACT})")
     contract = read_contract_file(folder / CONTRACT)
     deploy = _one(folder, "deploy.prototxt", "*_deploy.prototxt", "deploy prototxt")
-    weights = (final_model_path(folder) if (folder / FINAL_MODEL).is_file() or settings is not None
-               else _one(folder, "model.caffemodel", "*.caffemodel", "caffemodel"))
-    return ModelFolder(folder, deploy, weights, contract, settings)
+    zoo = None
+    if (folder / README).is_file():
+        weights, zoo = checked_weights(folder, expected_sha1)
+    else:
+        weights = (final_model_path(folder) if (folder / FINAL_MODEL).is_file() or settings is not None
+                   else _one(folder, "model.caffemodel", "*.caffemodel", "caffemodel"))
+        if expected_sha1 and sha1_of(weights) != expected_sha1:
+            raise InputError(weights, f"sha1 {sha1_of(weights)} is not the expected {expected_sha1} "
+                                      "(the weights changed since the run started)")
+    return ModelFolder(folder, deploy, weights, contract, settings, zoo)

@@ -1,8 +1,11 @@
 """Detect ED and ES frames in new cine MRI: DICOM folders, NIfTI files or ACDC patient folders in.
 
+    python -m tools.detect STUDY [STUDY ...] --out detections/          # the shipped model
     python -m tools.detect STUDY [STUDY ...] --run runs/demo_tempreg_foldall --out detections/
     python -m tools.detect case001/ --model m.caffemodel --deploy d.prototxt --size 72 --out det/ --plot
 
+Without --run or --model it uses the model shipped in models/ (sha1-checked; docs/detection.md).
+Cohorts on a Dask cluster, resumable after a kill: tools.cohort.
 For every sequence (one slice of one cine series) found: ED and ES in the original frame
 numbering, 0-based and 1-based, and the DICOM InstanceNumber of those frames, written to
 <out>/detections.json and <out>/detections.csv; --plot adds <out>/plots/<seq_id>.png.
@@ -15,19 +18,18 @@ sequence prints one line and the rest goes on; the exit status is 1 if anything 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from data_prep.errors import InputError
-from tempregnet.contract import SequenceContract
+from data_prep.keys import ensure_outside
 from tempregnet.detection import (OUTPUT_CSV, OUTPUT_JSON, PLOT_DIR, CSV_COLUMNS,
                                   decode_input_stacks, detection_record, find_inputs,
                                   plot_detection)
-from tempregnet.inference import deploy_steps, load_model, load_net, predict_sequence, quiet_caffe
-from tempregnet.labels import CONVENTIONS, DECODERS
+from tempregnet.inference import predict_sequence, quiet_caffe
+from tempregnet.model_spec import add_net_arguments, load_spec, spec_from_args
 from tempregnet.outputs import OutputExists, refuse_overwrite, write_csv_atomic, write_json_atomic
 
 
@@ -36,44 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="DICOM folders, NIfTI files, ACDC patient folders")
     p.add_argument("--source", choices=("auto", "dicom", "acdc", "nifti", "sunnybrook"),
                    default="auto", help="input type (default: guessed per input)")
-    net = p.add_mutually_exclusive_group(required=True)
-    net.add_argument("--run", help="run folder (tools.train) or model folder (tempregnet.runs)")
-    net.add_argument("--model", help="caffemodel (with --deploy)")
-    p.add_argument("--deploy", help="deploy prototxt (with --model)")
-    p.add_argument("--size", type=int, help="stored frame side the model was trained on (--model)")
-    p.add_argument("--roi", type=float,
-                   help="central field-of-view fraction to keep: by default what the run's "
-                        "training data kept (1.0 with --model); set it when this data's field of "
-                        "view differs (e.g. 0.4 for full 350 mm frames and a model trained on "
-                        "heart-cropped ACDC)")
-    p.add_argument("--label", choices=CONVENTIONS, default="cycle",
-                   help="label convention the model was trained with (--model)")
-    p.add_argument("--decoder", choices=DECODERS, default="fit")
-    p.add_argument("--stack", action="store_true",
-                   help="one ED/ES per patient stack: the standardised curves of its slices "
-                        "(same frame count) averaged and decoded once (not the paper's protocol)")
-    p.add_argument("--gpu", type=int, default=None, help="GPU id (default CPU)")
+    add_net_arguments(p)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--plot", action="store_true", help="write a PNG per sequence")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
-
-
-def _load_model(args):
-    if args.roi is not None and not 0 < args.roi <= 1:
-        raise ValueError("--roi must be in (0, 1]")
-    if args.run:
-        loaded = load_model(args.run, gpu=args.gpu)
-        if args.roi is None:
-            return loaded
-        return dataclasses.replace(loaded, contract=loaded.contract.replace(roi=args.roi))
-    if not args.deploy or not args.size:
-        raise ValueError("--model needs --deploy and --size (the stored frame side it was "
-                         "trained on, e.g. 72 for recipe demo, 224 for paper_zf)")
-    contract = SequenceContract(steps=deploy_steps(args.deploy), stored_size=args.size,
-                                label=args.label, roi=args.roi or 1.0)
-    return load_net(args.deploy, args.model, contract, gpu=args.gpu)
 
 
 def main(argv=None) -> int:
@@ -86,7 +56,8 @@ def main(argv=None) -> int:
         if args.plot and not args.force and (out / PLOT_DIR).is_dir() \
                 and any((out / PLOT_DIR).iterdir()):
             raise OutputExists(f"{out / PLOT_DIR}: holds plots; pass --force to overwrite")
-        loaded = _load_model(args)
+        ensure_outside(out)
+        loaded = load_spec(spec_from_args(args))
     except (InputError, OutputExists, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,101 @@
+"""Which net a detection runs: the model shipped in models/, a run or model folder, or a caffemodel.
+
+A ModelSpec names it in a form that travels to a Dask worker (tempregnet.cohort), with the sha1
+of the weights the client saw, so a worker whose copy differs refuses to load it. Folders are
+read by the one run/model reader (tempregnet.runs.read_model_folder), which also checks a Model
+Zoo folder's sha1 against its readme.md.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from data_prep.errors import InputError
+from tempregnet.labels import CONVENTIONS, DECODERS
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+DEFAULT_MODEL = MODELS_DIR / "tempregnet_acdc_small96"     # the shipped model (its readme.md)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """Exactly one of folder (model or run folder) and weights (with deploy and stored_size).
+
+    roi: None keeps the field of view the training data kept. sha1: of the caffemodel as the
+    client saw it; load_spec refuses weights that differ.
+    """
+    folder: str | None = None
+    weights: str | None = None
+    deploy: str | None = None
+    stored_size: int | None = None
+    label: str = "cycle"
+    roi: float | None = None
+    gpu: int | None = None
+    sha1: str | None = None
+
+
+def model_spec(run=None, weights=None, deploy=None, stored_size=None, label: str = "cycle",
+               roi=None, gpu=None) -> ModelSpec:
+    """A checked spec from command-line choices: the shipped model when neither run nor weights."""
+    from tempregnet.runs import read_model_folder, sha1_of
+    if roi is not None and not 0 < roi <= 1:
+        raise ValueError("--roi must be in (0, 1]")
+    if weights is not None:
+        if not deploy or not stored_size:
+            raise ValueError("--model needs --deploy and --size (the stored frame side it was "
+                             "trained on, e.g. 72 for recipe demo, 224 for paper_zf)")
+        if not Path(weights).is_file():
+            raise InputError(weights, "caffemodel not found")
+        return ModelSpec(weights=str(Path(weights).resolve()), deploy=str(Path(deploy).resolve()),
+                         stored_size=stored_size, label=label, roi=roi, gpu=gpu,
+                         sha1=sha1_of(weights))
+    folder = Path(run) if run is not None else DEFAULT_MODEL
+    model = read_model_folder(folder)            # a zoo folder's sha1 is checked here
+    return ModelSpec(folder=str(folder.resolve()), roi=roi, gpu=gpu, sha1=sha1_of(model.weights))
+
+
+def load_spec(spec: ModelSpec):
+    """The tempregnet.inference.LoadedNet a spec names, its weights' sha1 checked."""
+    from tempregnet.contract import SequenceContract
+    from tempregnet.inference import deploy_steps, load_model, load_net
+    from tempregnet.runs import sha1_of
+    if spec.weights is not None:
+        if spec.sha1 and sha1_of(spec.weights) != spec.sha1:
+            raise InputError(spec.weights, "caffemodel differs from the one the run started with "
+                                           "(sha1)")
+        contract = SequenceContract(steps=deploy_steps(spec.deploy), stored_size=spec.stored_size,
+                                    label=spec.label, roi=spec.roi or 1.0)
+        return load_net(spec.deploy, spec.weights, contract, gpu=spec.gpu)
+    loaded = load_model(spec.folder, gpu=spec.gpu, expected_sha1=spec.sha1)
+    if spec.roi is None:
+        return loaded
+    return dataclasses.replace(loaded, contract=loaded.contract.replace(roi=spec.roi))
+
+
+def add_net_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that choose the net and its decoding (tools.detect, tools.cohort)."""
+    net = p.add_mutually_exclusive_group()
+    net.add_argument("--run", help="run folder (tools.train) or model folder (default: the "
+                                   "model shipped in models/, tempregnet.model_spec.DEFAULT_MODEL)")
+    net.add_argument("--model", help="caffemodel (with --deploy)")
+    p.add_argument("--deploy", help="deploy prototxt (with --model)")
+    p.add_argument("--size", type=int, help="stored frame side the model was trained on (--model)")
+    p.add_argument("--roi", type=float,
+                   help="central field-of-view fraction to keep: by default what the run's "
+                        "training data kept (1.0 with --model); set it when this data's field of "
+                        "view differs (e.g. 0.4 for full 350 mm frames and a model trained on "
+                        "heart-cropped ACDC, as the shipped one)")
+    p.add_argument("--label", choices=CONVENTIONS, default="cycle",
+                   help="label convention the model was trained with (--model)")
+    p.add_argument("--decoder", choices=DECODERS, default="fit")
+    p.add_argument("--stack", action="store_true",
+                   help="one ED/ES per patient stack: the standardised curves of its slices "
+                        "(same frame count) averaged and decoded once (not the paper's protocol)")
+    p.add_argument("--gpu", type=int, default=None, help="GPU id (default CPU)")
+
+
+def spec_from_args(args) -> ModelSpec:
+    """The ModelSpec of add_net_arguments' options."""
+    return model_spec(run=args.run, weights=args.model, deploy=args.deploy, stored_size=args.size,
+                      label=args.label, roi=args.roi, gpu=args.gpu)
