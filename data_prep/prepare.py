@@ -19,10 +19,14 @@ import numpy as np
 from data_prep.errors import InputError
 from data_prep.hdf5 import H5_NAME, SequenceWriter
 from data_prep.labels import CONVENTIONS
-from data_prep.preprocess import DEFAULT_SIZE, PERCENTILE_STRIDE, PERCENTILES, prepare_sequence
+from data_prep.physical import CROPS_ABOUT, CROPS_NAME, CROPS_PLOT, crop_summary, plot_crops, stack_steps
+from data_prep.preprocess import (DEFAULT_SIZE, PERCENTILE_STRIDE, PERCENTILES, prepare_sequence,
+                                  row_from_steps)
+from data_prep.scale import CROPS, scale_parameters
 from data_prep.readers import SOURCES, find_sequences
 from data_prep.splits import DEFAULT_FOLDS, DEFAULT_SEED, assign_folds, write_splits
 from models.config import N_STEPS
+from tools.outputs import write_json_atomic
 
 
 class Stop(Exception):
@@ -39,6 +43,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--roi", type=float, default=1.0,
                    help="keep this central fraction of the square field of view before resizing "
                         "(1: the whole frame, as the paper)")
+    p.add_argument("--field-mm", type=float, default=None,
+                   help="physical scale (docs/scale-and-crop.md): store a square of this many mm, "
+                        "so a stored pixel is FIELD_MM / SIZE mm on every scanner (default: off, "
+                        "the field of view as the scanner gave it, as the paper)")
+    p.add_argument("--crop", choices=CROPS, default="auto",
+                   help="with --field-mm: centre the square on the LV found in the images "
+                        "(auto) or on the image centre")
+    p.add_argument("--mm-per-px", type=float, default=None,
+                   help="with --field-mm: the input pixel size for sequences whose header states "
+                        "none (no PixelSpacing, or NIfTI's 1 x 1 x 1 placeholder)")
+    p.add_argument("--plot-crops", action="store_true",
+                   help=f"with --field-mm: draw every sequence's crop on its mean frame "
+                        f"(OUT/{CROPS_PLOT})")
     p.add_argument("--steps", type=int, default=N_STEPS, help="time steps per sequence")
     p.add_argument("--label", choices=CONVENTIONS, default="cycle", help="Eq. 4 convention")
     p.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help="patient-level folds")
@@ -56,17 +73,52 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--size must be >= 1 and --steps >= 2")
     if not 0 < args.roi <= 1:
         p.error("--roi must be in (0, 1]")
+    if args.field_mm is not None and (args.field_mm <= 0 or args.roi != 1.0):
+        p.error("--field-mm must be > 0 and replaces --roi (leave --roi at 1)")
+    if args.mm_per_px is not None and (args.mm_per_px <= 0 or args.field_mm is None):
+        p.error("--mm-per-px must be > 0 and needs --field-mm")
     return args
 
 
 def _prepare_one(job):
-    """Worker: load and preprocess one sequence; an InputError comes back as (path, problem)."""
-    item, size, steps, convention, roi = job
-    try:
-        seq = item.load()
-        return prepare_sequence(seq, size, steps, convention, where=item.where, roi=roi)
-    except InputError as exc:
-        return exc.path, exc.problem        # InputError itself does not survive pickling
+    """Worker: [(item, row or (path, problem), crop record or None)] for one job's items.
+
+    A legacy job is one sequence; a physical one (--field-mm) one patient's stack, whose LV
+    crops are found together. InputErrors come back as (path, problem): they do not pickle.
+    """
+    items, size, steps, convention, roi, scale = job
+    if scale["field_mm"] is None:
+        item = items[0]
+        try:
+            row = prepare_sequence(item.load(), size, steps, convention, where=item.where, roi=roi)
+        except InputError as exc:
+            row = (exc.path, exc.problem)
+        return [(0, row, None)]
+    out, seqs, wheres, index = [], [], [], {}
+    for k, item in enumerate(items):
+        try:
+            seqs.append(item.load())
+            wheres.append(item.where)
+            index[id(seqs[-1])] = k
+        except InputError as exc:
+            out.append((k, (exc.path, exc.problem), None))
+    for seq, steps_or_error, record in stack_steps(seqs, scale, size, steps, wheres):
+        if isinstance(steps_or_error, InputError):
+            k = index[id(seq)] if seq is not None else _index_of(items, steps_or_error)
+            out.append((k, (steps_or_error.path, steps_or_error.problem), None))
+            continue
+        k = index[id(seq)]
+        try:
+            out.append((k, row_from_steps(seq, steps_or_error, steps, convention, items[k].where),
+                        record))
+        except InputError as exc:
+            out.append((k, (exc.path, exc.problem), None))
+    return sorted(out, key=lambda r: r[0])
+
+
+def _index_of(items, exc: InputError) -> int:
+    """The item an error of the spacing pass names (by its where text)."""
+    return next((k for k, item in enumerate(items) if item.where == exc.path), 0)
 
 
 def _scrub(problem: str) -> str:
@@ -128,25 +180,36 @@ def run(args) -> int:
         if not found:
             print(f"{args.input}: no sequences to write", file=sys.stderr)
             return 1
-        jobs = [(item, args.size, args.steps, args.label, args.roi) for item in found]
+        scale = scale_parameters(args.field_mm, args.size, args.crop, args.mm_per_px)
+        batches = _batches(found, scale)
+        jobs = [([found[k] for k in batch], args.size, args.steps, args.label, args.roi, scale)
+                for batch in batches]
         groups, seen, resampled, unlabelled = [], set(), Counter(), 0
+        crops, spacing_from = [], Counter()
+        bar = tqdm(total=len(found), unit="seq", desc="prepare", file=sys.stderr)
         with _results(jobs, args.workers) as results:       # fork the pool before opening HDF5
             writer = SequenceWriter(tmp / H5_NAME, args.steps, args.size)
-            for item, result in tqdm(zip(found, results), total=len(jobs), unit="seq",
-                                     desc="prepare", file=sys.stderr):
-                if isinstance(result, tuple):
-                    problem(InputError(*result))
-                    continue
-                if result.seq_id in seen:
-                    problem(InputError(item.where, "duplicate sequence: same series and slice "
-                                                   "as one already written"))
-                    continue
-                seen.add(result.seq_id)
-                writer.append(result)
-                groups.append(result.group)
-                unlabelled += result.ed < 0
-                if result.n_frames != args.steps:
-                    resampled[result.n_frames] += 1
+            for batch, job_results in zip(batches, results):
+                for k, result, crop in job_results:
+                    bar.update(1)
+                    item = found[batch[k]]
+                    if isinstance(result, tuple):
+                        problem(InputError(*result))
+                        continue
+                    if result.seq_id in seen:
+                        problem(InputError(item.where, "duplicate sequence: same series and "
+                                                       "slice as one already written"))
+                        continue
+                    seen.add(result.seq_id)
+                    writer.append(result)
+                    groups.append(result.group)
+                    unlabelled += result.ed < 0
+                    if result.n_frames != args.steps:
+                        resampled[result.n_frames] += 1
+                    if crop is not None:
+                        crops.append(dict(crop, row=len(groups) - 1))
+                        spacing_from[crop["spacing_from"]] += 1
+        bar.close()
         if not groups:
             print(f"{args.input}: every sequence was skipped; nothing written", file=sys.stderr)
             return 1
@@ -157,7 +220,13 @@ def run(args) -> int:
             "skipped_reasons": dict(Counter(_scrub(p.problem) for p in problems)),
             "resampled_from_frames": {str(k): v for k, v in sorted(resampled.items())},
         }
-        writer.close(_provenance(args, summary, splits))
+        if scale["field_mm"] is not None:
+            summary["input_spacing_from"] = dict(spacing_from)
+            summary.update(crop_summary(crops))
+            write_json_atomic(tmp / CROPS_NAME, {"about": CROPS_ABOUT, "sequences": crops})
+            if args.plot_crops:
+                plot_crops(found, batches, crops, scale, tmp / CROPS_PLOT)
+        writer.close(_provenance(args, summary, splits, scale))
         writer = None
         _publish(tmp, out)
     except Stop:
@@ -183,7 +252,17 @@ def _splits(folder: Path, groups: list[str], args) -> dict:
     return write_splits(folder, groups, H5_NAME, args.folds, args.seed)
 
 
-def _provenance(args, summary: dict, splits: dict) -> dict:
+def _batches(found, scale: dict) -> list[list[int]]:
+    """Indices of `found` per job: one sequence each, or (physical) one patient's stack each."""
+    if scale["field_mm"] is None:
+        return [[k] for k in range(len(found))]
+    by_group: dict = {}
+    for k, item in enumerate(found):
+        by_group.setdefault(item.group, []).append(k)
+    return list(by_group.values())
+
+
+def _provenance(args, summary: dict, splits: dict, scale: dict) -> dict:
     return {
         "source": args.source,
         "input": os.path.basename(os.path.normpath(args.input)),   # basename only: paths may hold names
@@ -192,7 +271,7 @@ def _provenance(args, summary: dict, splits: dict) -> dict:
                        "squash_percentiles": list(PERCENTILES),
                        "percentile_pixel_stride": PERCENTILE_STRIDE, "square": "centre crop",
                        "time": "cyclic linear at step_positions(T, steps)",
-                       "resize": "cv2 INTER_AREA (shrink) / INTER_LINEAR (enlarge)"},
+                       "resize": "cv2 INTER_AREA (shrink) / INTER_LINEAR (enlarge)", **scale},
         "counts": summary,
         "splits": {k: v for k, v in splits.items() if k != "folds"},
         "code_version": _code_version(),
@@ -219,6 +298,11 @@ def _print_summary(out: Path, s: dict, splits: dict, args, seconds: float) -> No
         print(f"  {s['unlabelled']} sequences have no ED/ES (ed = es = -1, label NaN)")
     for n, count in s["resampled_from_frames"].items():
         print(f"  resampled {n} -> {args.steps} frames: {count} sequences")
+    if args.field_mm is not None:
+        print(f"  {args.crop} crop of {args.field_mm:g} mm at {args.size} px "
+              f"({args.field_mm / args.size:.4g} mm per stored pixel); input pixel size from "
+              + ", ".join(f"{k}: {v}" for k, v in sorted(s["input_spacing_from"].items()))
+              + f"; LV radius found (mm) {s['lv_radius_mm_found']}; per row in {CROPS_NAME}")
     print(f"  skipped {s['skipped']}" + (":" if s["skipped"] else ""))
     for reason, count in sorted(s["skipped_reasons"].items()):
         print(f"    {count} x {reason}")

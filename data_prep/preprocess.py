@@ -112,7 +112,13 @@ def step_label(n_frames: int, ed, es, n_steps: int = N_STEPS, convention: str = 
 def prepare_sequence(seq: CineSequence, size: int = DEFAULT_SIZE, n_steps: int = N_STEPS,
                      convention: str = "cycle", where="sequence", roi: float = 1.0) -> PreparedRow:
     """A CineSequence -> its HDF5 row; InputError for bad frames or labels."""
-    frames = sequence_to_steps(seq.frames, size, n_steps, where, roi)
+    return row_from_steps(seq, sequence_to_steps(seq.frames, size, n_steps, where, roi), n_steps,
+                          convention, where)
+
+
+def row_from_steps(seq: CineSequence, frames: np.ndarray, n_steps: int, convention: str,
+                   where) -> PreparedRow:
+    """The HDF5 row of a sequence whose stored frames are made: Eq. 4 label and ids added."""
     try:
         label = step_label(seq.n_frames, seq.ed, seq.es, n_steps, convention)
     except ValueError as exc:           # volume_label's own checks (range, ED == ES)

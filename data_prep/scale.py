@@ -1,0 +1,130 @@
+"""Physical scale: the pixel size a sequence's header states, and frames resampled to a fixed mm grid.
+
+Rows and columns may have different spacings (DICOM PixelSpacing is [row, column] spacing, i.e.
+the distance between rows, then between columns). A header that states no spacing, or only the
+NIfTI placeholder 1 x 1 x 1 with unknown units (what a converter writes when it knows none; about
+40% of the ACDC copy), has none: the caller's --mm-per-px is used, else one InputError.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from data_prep.errors import InputError
+
+SPACING_KEY = "pixel_spacing_mm"        # CineSequence.meta: (row, column) spacing in mm, or None
+SPACING_NOTE_KEY = "pixel_spacing_note"  # why a reader gave none (e.g. the 1 x 1 x 1 placeholder)
+PLAUSIBLE_MM = (0.1, 10.0)              # a cine MRI pixel outside this is a broken header
+
+
+def header_spacing(seq) -> tuple[float, float] | None:
+    """(row, column) mm per pixel a reader found in the header, or None."""
+    value = (seq.meta or {}).get(SPACING_KEY)
+    return None if value is None else (float(value[0]), float(value[1]))
+
+
+def resolve_spacing(seq, fallback_mm: float | None, where) -> tuple[tuple[float, float], str]:
+    """((row, column) mm per pixel, 'header' | 'fallback'); InputError where neither exists."""
+    spacing = header_spacing(seq)
+    if spacing is not None:
+        lo, hi = PLAUSIBLE_MM
+        if not all(np.isfinite(spacing)) or not all(lo <= s <= hi for s in spacing):
+            raise InputError(where, f"implausible pixel spacing {spacing} mm in the header")
+        return spacing, "header"
+    if fallback_mm is None:
+        note = (seq.meta or {}).get(SPACING_NOTE_KEY) or "no pixel spacing in the header"
+        raise InputError(where, f"{note}; pass --mm-per-px <input pixel size in mm> to say it")
+    return (float(fallback_mm), float(fallback_mm)), "fallback"
+
+
+def crop_box(centre_px, side_mm: float, spacing) -> tuple[int, int, int, int]:
+    """(row0, col0, rows, cols) of the input pixels covering a side_mm square around centre_px."""
+    rows = max(1, int(round(side_mm / spacing[0])))
+    cols = max(1, int(round(side_mm / spacing[1])))
+    r0 = int(round(centre_px[0] - rows / 2.0))
+    c0 = int(round(centre_px[1] - cols / 2.0))
+    return r0, c0, rows, cols
+
+
+def crop_padded(frames: np.ndarray, box, fill: float) -> np.ndarray:
+    """T x rows x cols window of T x H x W frames; parts outside the image are `fill`."""
+    r0, c0, rows, cols = box
+    t, h, w = frames.shape
+    out = np.full((t, rows, cols), fill, dtype=frames.dtype)
+    ir0, ic0 = max(r0, 0), max(c0, 0)
+    ir1, ic1 = min(r0 + rows, h), min(c0 + cols, w)
+    if ir1 > ir0 and ic1 > ic0:
+        out[:, ir0 - r0:ir1 - r0, ic0 - c0:ic1 - c0] = frames[:, ir0:ir1, ic0:ic1]
+    return out
+
+
+def resize_to(frames: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Each frame to rows x cols: area averaging to shrink, bilinear to enlarge."""
+    if frames.shape[1:] == (rows, cols):
+        return frames
+    shrink = rows * cols < frames.shape[1] * frames.shape[2]
+    method = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(f, (cols, rows), interpolation=method) for f in frames])
+
+
+def to_mm_grid(frames: np.ndarray, spacing, mm_per_px: float) -> np.ndarray:
+    """Whole frames resampled to square pixels of mm_per_px (rounded to whole pixels)."""
+    rows = max(1, int(round(frames.shape[1] * spacing[0] / mm_per_px)))
+    cols = max(1, int(round(frames.shape[2] * spacing[1] / mm_per_px)))
+    return resize_to(np.asarray(frames, np.float32), rows, cols)
+
+
+# --- the physical frame geometry a prepared dataset (and every model trained on it) uses -------
+
+CROPS = ("auto", "centre")          # LV-centred (data_prep.heart_crop) or the image centre
+SCALE_KEYS = ("field_mm", "mm_per_px", "crop")   # provenance parameters prepare/detect/evaluate share
+
+
+def scale_parameters(field_mm: float | None, size: int, crop: str,
+                     fallback_mm: float | None) -> dict:
+    """The provenance parameters of the frame geometry; field_mm None: no physical scaling."""
+    if field_mm is None:
+        return {"field_mm": None, "mm_per_px": None, "crop": "centre"}
+    if crop not in CROPS:
+        raise ValueError(f"unknown crop {crop!r}; expected one of {CROPS}")
+    return {"field_mm": float(field_mm), "mm_per_px": round(float(field_mm) / size, 6),
+            "crop": crop, "input_mm_per_px_fallback": fallback_mm,
+            "resample": "square field_mm window around the crop centre (whole input pixels, "
+                        "outside the image = the 1st percentile), cv2 INTER_AREA / INTER_LINEAR "
+                        "to size x size; squash percentiles from the in-image part of the window"}
+
+
+def check_same_scale(run_params: dict, data_params: dict, where) -> None:
+    """InputError when a model's training frames and these frames differ in physical geometry."""
+    for key in SCALE_KEYS:
+        mine, theirs = run_params.get(key), data_params.get(key)
+        if key == "crop" and run_params.get("field_mm") is None:
+            continue                  # legacy frames: the central --roi square (checked by size)
+        if mine != theirs:
+            raise InputError(where, f"frames prepared with {key} = {theirs!r}, the model was "
+                                    f"trained on {key} = {mine!r}; prepare them as it was")
+
+
+def centre_crop_box(shape, spacing, side_mm: float):
+    """The field_mm window around the image centre (crop = 'centre')."""
+    return crop_box(((shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0), side_mm, spacing)
+
+
+def physical_steps(frames: np.ndarray, spacing, centre_px, field_mm: float, size: int,
+                   n_steps: int, where="sequence") -> np.ndarray:
+    """T x H x W scanner frames -> n_steps x size x size uint8: a field_mm square around centre_px."""
+    from data_prep.preprocess import check_frames, resample_cycle, squash, squash_range
+    frames = np.asarray(frames, dtype=np.float32)
+    check_frames(frames, where)
+    box = crop_box(centre_px, field_mm, spacing)
+    r0, c0, rows, cols = box
+    inside = frames[:, max(r0, 0):max(r0 + rows, 0), max(c0, 0):max(c0 + cols, 0)]
+    if inside.size == 0:
+        raise InputError(where, f"crop centre {centre_px} puts the {field_mm:g} mm window "
+                                f"outside the image")
+    lo, hi = squash_range(inside)
+    hi = hi if hi > lo else lo + 1.0          # a window of one value: keep it, all black
+    x = crop_padded(frames, box, lo)
+    x = resample_cycle(x, n_steps)
+    x = resize_to(x, size, size)
+    return squash(x, lo, hi)
