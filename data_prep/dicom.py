@@ -12,6 +12,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from data_prep.errors import InputError
+from data_prep.rwave import RWAVE_KEY, trigger_rwave
 from data_prep.scale import SPACING_KEY
 from data_prep.sequence import CineSequence, anonymous_key
 
@@ -67,7 +68,9 @@ class DicomSequenceSource:
         return CineSequence(frames=load_frames(self.images), seq_id=self.seq_id, group=self.group,
                             source=self.source, ed=self.ed, es=self.es,
                             instances=_instances(self.images),
-                            meta=dict(self.meta, **{SPACING_KEY: _spacing(self.images)}))
+                            meta=dict(self.meta, **{SPACING_KEY: _spacing(self.images),
+                                                    RWAVE_KEY: trigger_rwave(
+                                                        [im.trigger for im in self.images])}))
 
 
 # --- scanning ---------------------------------------------------------------------------------

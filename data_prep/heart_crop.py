@@ -20,6 +20,7 @@ from data_prep.scale import to_mm_grid
 WORK_MM = 2.0                                   # analysis grid (mm per pixel)
 RADII_MM = (9.0, 12.0, 15.0, 19.0, 24.0, 30.0, 36.0)  # LV blood-pool radii tried (mm)
 RING_MM = (3.0, 11.0)                           # myocardial ring: from r + 3 to r + 11 mm
+SIZE_POWER = 0.0                                # larger discs hold more evidence: score x r^p
 SECTORS = 8                                     # ring sectors the pool must outshine each
 WALL_MM = 6.0                                   # |H1| is averaged over the disc and this much wall
 HEART_SIGMA_MM = 20.0                          # |H1| smoothed this much: where the heart beats
@@ -103,7 +104,7 @@ def maps(frames: np.ndarray, spacing) -> dict:
                            _sectors(r + RING_MM[0] / WORK_MM, r + RING_MM[1] / WORK_MM, SECTORS)],
                           axis=0)
         motion = np.sqrt(np.clip(_filter(h1, _disc(r + WALL_MM / WORK_MM)), 0.0, None))
-        score = np.clip(contrast, 0.0, None) * motion * prior * r_mm
+        score = np.clip(contrast, 0.0, None) * motion * prior * r_mm ** SIZE_POWER
         better = score > best
         best[better], best_r[better] = score[better], r_mm
     return {"mean": mean, "h1": h1, "score": best, "radius": best_r}

@@ -24,6 +24,7 @@ import numpy as np
 
 from data_prep.errors import InputError
 from data_prep.labels import CONVENTIONS, DECODERS, step_positions, steps_to_frames
+from data_prep.physical import crop_record
 from tools.outputs import (OutputExists, refuse_overwrite, save_figure_atomic, write_csv_atomic,
                            write_json_atomic)
 
@@ -104,6 +105,7 @@ def detection_record(input_index: int, seq, result: dict) -> dict:
         "time_s": round(float(result["time_s"]), 4),
         "curve_steps": [round(float(v), 5) for v in result["curve"]],
         **({"stack_size": result["stack_size"]} if "stack_size" in result else {}),
+        **({"crop": result["crop"]} if "crop" in result else {}),
     }
 
 
@@ -132,6 +134,17 @@ def plot_detection(seq, result: dict, path) -> None:
     ax.set_ylabel("volume-like output")
     ax.set_title(f"sequence {seq.seq_id}: {n} frames")
     ax.legend(fontsize=7, loc="upper right")
+    if "crop" in result:                   # where the LV crop was taken, on the mean frame
+        ax.set_position([0.08, 0.42, 0.68, 0.52])
+        inset = fig.add_axes([0.79, 0.42, 0.19, 0.52])
+        c = result["crop"]
+        (r, col), (sr, sc) = c["centre_px"], c["input_mm_per_px"]
+        hr, hc = c["side_mm"] / sr / 2, c["side_mm"] / sc / 2
+        inset.imshow(np.asarray(seq.frames).mean(axis=0), cmap="gray")
+        inset.plot([col - hc, col + hc, col + hc, col - hc, col - hc],
+                   [r - hr, r - hr, r + hr, r + hr, r - hr], "y-", lw=1)
+        inset.set_title(f"{c['side_mm']:g} mm crop", fontsize=7)
+        inset.set_axis_off()
     strip = fig.add_axes([0.08, 0.03, 0.9, 0.3])
     tiles = [np.pad(t, 2, constant_values=1.0 if k == ed else 0.5 if k == es else 0.0)
              for k, t in enumerate(thumbs)]
@@ -158,6 +171,37 @@ def _square(frames):
     return centre_square(np.asarray(frames, dtype=np.float32))
 
 
+def _loaded(found, loaded, fallback_mm, problem):
+    """(item, sequence, crop) per found sequence; crop = (spacing, HeartCrop, spacing source)
+    for a model trained on fixed-mm frames (LV crops found per patient stack), else None."""
+    if not loaded.physical:
+        for item in found:
+            try:
+                yield item, item.load(), None
+            except InputError as err:
+                problem(err)
+        return
+    from data_prep.physical import stack_crops
+    params = dict(loaded.scale, input_mm_per_px_fallback=fallback_mm)
+    by_group: dict = {}
+    for item in found:
+        by_group.setdefault(item.group, []).append(item)
+    for items in by_group.values():
+        pairs = []
+        for item in items:
+            try:
+                pairs.append((item, item.load()))
+            except InputError as err:
+                problem(err)
+        placed, problems = stack_crops([q for _, q in pairs], params, [i.where for i, _ in pairs])
+        for err in problems:
+            problem(err)
+        by_seq = {id(seq): (sp, crop, how) for seq, sp, how, crop, _ in placed}
+        for item, seq in pairs:
+            if id(seq) in by_seq:
+                yield item, seq, by_seq[id(seq)]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("inputs", nargs="+", help="DICOM folders, NIfTI files, ACDC patient folders")
@@ -174,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "view differs (e.g. 0.4 for full 350 mm frames and a model trained on "
                         "heart-cropped ACDC)")
     p.add_argument("--crop", type=int, help="net input side (--model; default: from the deploy)")
+    p.add_argument("--mm-per-px", type=float,
+                   help="input pixel size for sequences whose header states none, when the model "
+                        "was trained on fixed-mm frames (prepare --field-mm)")
     p.add_argument("--label", choices=CONVENTIONS, default="cycle",
                    help="label convention the model was trained with (--model)")
     p.add_argument("--decoder", choices=DECODERS, default="fit")
@@ -239,16 +286,17 @@ def main(argv=None) -> int:
         for err in problems:
             problem(err)
         held = []       # --stack: this input's (sequence, result) until its stacks are decoded
-        for item in found:
+        for item, seq, crop in _loaded(found, loaded, args.mm_per_px, problem):
             try:
-                seq = item.load()
-                result = predict.predict_sequence(loaded, seq, args.decoder)
+                result = predict.predict_sequence(loaded, seq, args.decoder, crop=crop)
             except InputError as err:
                 problem(err)
                 continue
             except ValueError as err:       # e.g. the net produced NaN: name the sequence
                 problem(InputError(getattr(item, "path", path), f"sequence {item.seq_id}: {err}"))
                 continue
+            if crop is not None:
+                result["crop"] = crop_record(seq.seq_id, crop[0], crop[2], crop[1])
             if args.stack:
                 held.append((seq, result))
             else:                           # reported at once: no input's frames are kept

@@ -17,7 +17,9 @@ import sys
 from pathlib import Path
 
 from data_prep.errors import InputError
+from data_prep.hdf5 import load_provenance, read_list
 from data_prep.labels import CONVENTIONS, DECODERS
+from data_prep.scale import check_same_scale
 from tools import afd
 from tools.outputs import (OutputExists, refuse_overwrite, write_csv_atomic, write_json_atomic,
                            write_text_atomic)
@@ -117,6 +119,11 @@ def write_results(out_dir, records: list[dict], meta: dict, force: bool, title: 
     return summary
 
 
+def list_parameters(list_file) -> dict:
+    """The preparation parameters of the HDF5 file a split list names (its first entry's)."""
+    return load_provenance(read_list(list_file)[0][0]).get("parameters", {})
+
+
 def records_from_nets(args) -> tuple[list[dict], dict]:
     """Run the deploy net(s) over the test lists; fold i uses the i-th --run (or the one model)."""
     from tools import predict
@@ -133,6 +140,8 @@ def records_from_nets(args) -> tuple[list[dict], dict]:
         else:
             loaded = predict.load_net(args.deploy, args.model, crop=args.crop,
                                       convention=args.label, gpu=gpu)
+        if loaded.scale:                  # a run: its frames' geometry must be this data's
+            check_same_scale(loaded.scale, list_parameters(list_file), list_file)
         rows = predict.load_rows(list_file)
         unlabelled = int((rows["ed"] < 0).sum())
         if unlabelled:
@@ -165,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="append", default=[], help="split list, e.g. fold0_test.txt")
     p.add_argument("--decoder", choices=DECODERS, default="fit",
                    help="fit: Eq. 4 template fit (default); extrema: the paper's max/min rule; "
-                        "fit_es: ES by the fit, ED the peak before it (sequences that start at ED)")
+                        "fit_es: ES by the fit, ED the peak before it (sequences that start at ED); "
+                        "fit_rwave: ES by the fit, ED the near-peak frame nearest the R wave "
+                        "(data_prep.rwave; one decoder for either convention)")
     p.add_argument("--batch", type=int, default=1, help="sequences per forward pass (default 1)")
     p.add_argument("--stack", action="store_true",
                    help="decode each patient's slices with the same frame count together "

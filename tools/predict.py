@@ -6,6 +6,7 @@ With the default batch of 1 it is the latency for one sequence, as the paper's 1
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -19,6 +20,8 @@ from data_prep.labels import CONVENTIONS, decode_steps
 from data_prep.hdf5 import load_rows  # noqa: F401  (re-exported: the tools load rows from here)
 from data_prep.net_input import net_input
 from data_prep.preprocess import sequence_to_steps
+from data_prep.rwave import RWAVE_KEY
+from data_prep.scale import SCALE_KEYS, physical_steps
 from models.config import N_STEPS
 
 # Keep Caffe's net dump off the console; takes effect if this module is imported before caffe.
@@ -36,11 +39,17 @@ class LoadedNet:
     convention: str
     roi: float                  # central field-of-view fraction the training frames kept
     description: dict           # non-identifying provenance: config, variant, weights file name
+    scale: dict = dataclasses.field(default_factory=dict)  # physical geometry (data_prep.scale)
+
+    @property
+    def physical(self) -> bool:
+        """True when the training frames were a fixed-mm square (prepare --field-mm)."""
+        return self.scale.get("field_mm") is not None
 
 
 def load_net(deploy, weights, crop: int | None = None, convention: str = "cycle",
              stored_size: int | None = None, roi: float = 1.0, gpu: int | None = None,
-             description: dict | None = None) -> LoadedNet:
+             description: dict | None = None, scale: dict | None = None) -> LoadedNet:
     """A caffe.Net in TEST phase from a deploy prototxt and a caffemodel."""
     import caffe
     for path, what in ((deploy, "deploy prototxt"), (weights, "caffemodel")):
@@ -62,7 +71,10 @@ def load_net(deploy, weights, crop: int | None = None, convention: str = "cycle"
     desc = {"deploy": Path(deploy).name, "weights": Path(weights).name, "crop": crop,
             "label_convention": convention, "mode": "cpu" if gpu is None else f"gpu{gpu}"}
     desc.update(description or {})
-    return LoadedNet(net, crop, stored_size, convention, roi, desc)
+    scale = dict(scale or {})
+    if scale.get("field_mm") is not None:
+        desc.update(field_mm=scale["field_mm"], mm_per_px=scale["mm_per_px"], crop_method=scale["crop"])
+    return LoadedNet(net, crop, stored_size, convention, roi, desc, scale)
 
 
 def read_settings(run_dir) -> dict:
@@ -137,7 +149,8 @@ def load_run(run_dir, gpu: int | None = None) -> LoadedNet:
             "solver_mode": settings.get("solver_mode"), "fold": settings.get("fold")}
     return load_net(deploy_path(run_dir), final_model_path(run_dir), crop=crop,
                     convention=convention, stored_size=stored, roi=prepared.get("roi", 1.0), gpu=gpu,
-                    description={k: v for k, v in desc.items() if v is not None})
+                    description={k: v for k, v in desc.items() if v is not None},
+                    scale={k: prepared.get(k) for k in SCALE_KEYS})
 
 
 def forward_steps(loaded: LoadedNet, frames: np.ndarray) -> np.ndarray:
@@ -201,16 +214,27 @@ def _row_record(rows, i, ed, es, time_s, curve) -> dict:
     return rec
 
 
-def predict_sequence(loaded: LoadedNet, seq, method: str = "fit") -> dict:
-    """ED/ES (0-based original frames) of one CineSequence, with its step curve and time."""
+def predict_sequence(loaded: LoadedNet, seq, method: str = "fit", crop=None) -> dict:
+    """ED/ES (0-based original frames) of one CineSequence, with its step curve and time.
+
+    Physical models (loaded.physical) need `crop`, the sequence's (spacing, HeartCrop) from
+    data_prep.physical.stack_crops; the others keep the central --roi square, as trained.
+    """
     size = loaded.stored_size or loaded.crop
     tic = time.perf_counter()
-    steps = sequence_to_steps(seq.frames, size, where=seq.seq_id, roi=loaded.roi)  # 20 x S x S uint8
+    if loaded.physical:
+        if crop is None:
+            raise ValueError("a model trained on fixed-mm frames needs the sequence's crop")
+        spacing, heart = crop[0], crop[1]
+        steps = physical_steps(seq.frames, spacing, heart.centre_px, loaded.scale["field_mm"],
+                               size, N_STEPS, where=seq.seq_id)
+    else:
+        steps = sequence_to_steps(seq.frames, size, where=seq.seq_id, roi=loaded.roi)  # 20 x S x S
     curve = forward_steps(loaded, steps[None])[0]
-    ed, es = decode_steps(curve, seq.n_frames, loaded.convention, method)
+    ed, es = decode_steps(curve, seq.n_frames, loaded.convention, method,
+                          rwave=float((seq.meta or {}).get(RWAVE_KEY) or 0.0))
     return {"ed": int(ed), "es": int(es), "time_s": time.perf_counter() - tic,
             "curve": curve, "steps": steps}
-
 
 
 def stack_key(rec: dict):
