@@ -121,8 +121,9 @@ def decode_steps(step_values, n_frames: int, convention: str = "cycle",
     ``"extrema"``: the paper's rule, maximum and minimum after resampling onto the frames.
     ``"fit_es"``: ES from the fit, ED by the paper's rule given that ES (the maximum of the
     resampled curve, before ES for "paper" labels). ``"fit_rwave"`` (data_prep.rwave): ES from the
-    fit, ED the near-peak frame nearest the R wave (at frame ``rwave``, 0 unless the trigger
-    times say otherwise): one decoder for scans that start at ED and those that do not.
+    fit, ED the fit's, moved forward to the first frame after the R wave (at ``rwave``, 0 unless
+    the trigger times say otherwise) when the curve is flat in between: one decoder for scans
+    that start at ED and those that do not.
     For sequences that start at ED: the fit
     places ED and ES together, so a systole predicted too short can pull ED off the peak at
     frame 0 (README, Deviation 18); exact on "paper" labels with ED = 0, not for ED > 0.

@@ -2,18 +2,19 @@
 
 Gated cine starts at the R wave (DICOM TriggerTime of the first frame ~0 ms), and ED is the
 phase of largest volume, at or just before the R wave. The "fit_rwave" decoder takes the cyclic
-Eq. 4 fit (any ED anywhere, as the "cycle" convention allows), then, among the frames near the
-fitted ED whose predicted value is within TIE of the curve's peak there, takes the one nearest
-the R wave. A clear peak two frames before the R wave stays there (Sunnybrook's ED); a flat top
-that straddles the wrap goes to the R-wave frame instead of the cycle's last frame (ACDC's ED at
-frame 1). TIE and WINDOW are fixed (not tuned on any test fold): docs/scale-and-crop.md.
+Eq. 4 fit (ED anywhere, as the "cycle" convention allows); when the fitted ED lies at most
+WINDOW of the cycle before the first frame after the R wave and the curve there is within TIE of
+the fitted ED's value (a flat top across the wrap), ED moves forward to that frame. A clear peak
+two frames before the R wave stays (Sunnybrook's ED); a plateau that straddles the wrap goes to
+frame 0 rather than the cycle's last frame (ACDC's ED). ED never moves backwards, and never
+further than WINDOW. TIE and WINDOW are fixed, not tuned on any data: docs/scale-and-crop.md.
 """
 from __future__ import annotations
 
 import numpy as np
 
-TIE = 0.05          # share of the curve's range: values this close to the peak count as the peak
-WINDOW = 0.1        # frames within this share of the cycle (at least 1) of the fitted ED
+TIE = 0.05          # share of the curve's range: this close to the fitted ED's value is "flat"
+WINDOW = 0.1        # ED moves at most this share of the cycle (at least 1 frame) forward
 RWAVE_KEY = "rwave_frame"   # CineSequence.meta: R-wave position in frames (0: at frame 0)
 
 
@@ -24,22 +25,16 @@ def rwave_frame(first_trigger_ms, rr_ms, n_frames: int) -> float:
     return float(np.mod(-first_trigger_ms / rr_ms * n_frames, n_frames))
 
 
-def _cyclic_distance(a, b, n: int):
-    d = np.abs(np.asarray(a, dtype=np.float64) - b) % n
-    return np.minimum(d, n - d)
-
-
 def snap_ed(curve_on_frames, ed_fit: int, rwave: float = 0.0) -> int:
-    """ED near the fitted one: among the near-peak frames, the one nearest the R wave."""
+    """The fitted ED, or the first frame after the R wave when the curve is flat between them."""
     y = np.asarray(curve_on_frames, dtype=np.float64)
     n = y.size
-    span = float(y.max() - y.min())
+    r_frame = int(np.ceil(rwave - 1e-9)) % n             # first frame at or after the R wave
+    ahead = (r_frame - ed_fit) % n                          # frames from the fitted ED forward
     reach = max(1, int(round(WINDOW * n)))
-    near = np.array([(ed_fit + k) % n for k in range(-reach, reach + 1)])
-    peak = float(y[near].max())
-    tied = near[y[near] >= peak - TIE * span]
-    after = np.mod(tied - rwave, n)                 # ties: the frame after the R wave first
-    return int(tied[np.lexsort((after, np.round(_cyclic_distance(tied, rwave, n), 6)))[0]])
+    if 0 < ahead <= reach and y[r_frame] >= y[ed_fit] - TIE * float(np.ptp(y)):
+        return r_frame
+    return int(ed_fit)
 
 
 def trigger_rwave(triggers_ms, nominal_rr_ms=None) -> float:
