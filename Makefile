@@ -19,7 +19,7 @@ CONFIG  ?= small
 ITERS   ?= 2000
 
 .PHONY: help venv caffe prototxt test test-fast demo bench clean train fetch-weights synthetic \
-        acdc cross-dataset
+        acdc acdc-paper cross-dataset
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -78,43 +78,57 @@ STAMP      := $(shell date +%Y%m%d-%H%M%S)
 # Both: the contrast and motion inputs and the systole warp that make the nets read ES from the
 # images, rotation, zoom and grey-value augmentation for 50 patients (README, Deviations 16-20),
 # and a wider head (fc 256, q 128, LSTM 128) that the augmented data can use.
-# ACDC starts at ED (49 of 50 patients): the paper's setting on top, Eq. 4 verbatim, a one-pass
-# LSTM and ED at the curve's peak. Cross-dataset tests on Sunnybrook, whose ED lies near the end:
-# the cycle setting (the defaults).
 REAL_SET   ?= input_contrast=true input_motion=true train_warp=0.4 train_rotate=15 train_zoom=0.15 \
               train_gamma=0.3 fc_width=256 feature_dim=128 lstm_hidden=128
+# Every real dataset is read the same way (docs/scale-and-crop.md): a REAL_FIELD_MM square around
+# the LV found in the images, REAL_PX pixels a side (128 / 96 = 1.33 mm per stored pixel), the
+# cycle label convention and one decoder (fit_rwave) for scans that start at ED (ACDC) and scans
+# whose ED lies before the R wave (Sunnybrook). No dataset-specific crop, ROI or setting.
+REAL_FIELD_MM ?= 128
+REAL_DECODER  ?= fit_rwave
+REAL_PREP  := --size $(REAL_PX) --field-mm $(REAL_FIELD_MM)
+# The ACDC copy's header states no pixel size for 21 of its 50 patients (pixdim 1 x 1 x 1, units
+# unknown): they are read at the median pixdim of the 29 that state one (1.367-1.875 mm).
+ACDC_MM_PER_PX ?= 1.40625
+# The paper's setting stays one recipe away: make acdc-paper (Eq. 4 verbatim, whole frames).
 ACDC_SET   ?= lstm_cycles=1 train_roll=false
 ACDC_DECODER ?= fit_es
 # The final model, outside the repository; its name changes with its settings, so an older model
 # is never taken for this one.
-FINAL      ?= $(MODELS)/acdc_$(REAL_CONFIG)_wide_tempreg_contrast_motion_warp_augment
+FINAL      ?= $(MODELS)/acdc_$(REAL_CONFIG)_mm$(REAL_FIELD_MM)_wide_tempreg_contrast_motion_warp_augment
 ACDC_PAPER := data/acdc-paper-$(REAL_PX)
-ACDC_CYCLE := data/acdc-$(REAL_PX)
-SUNNY      := data/sunnybrook-$(REAL_PX)
+ACDC_CYCLE := data/acdc-$(REAL_PX)-mm$(REAL_FIELD_MM)
+SUNNY      := data/sunnybrook-$(REAL_PX)-mm$(REAL_FIELD_MM)
 
 $(ACDC_PAPER)/sequences.h5:
 	$(PY) -m data_prep.prepare --source acdc $(ACDC) $(ACDC_PAPER) --size $(REAL_PX) --label paper
 
 $(ACDC_CYCLE)/sequences.h5:
-	$(PY) -m data_prep.prepare --source acdc $(ACDC) $(ACDC_CYCLE) --size $(REAL_PX)
+	$(PY) -m data_prep.prepare --source acdc $(ACDC) $(ACDC_CYCLE) $(REAL_PREP) \
+	  --mm-per-px $(ACDC_MM_PER_PX) --plot-crops
 
-# Sunnybrook frames show ~350 mm, ACDC's crop ~140 mm: keep the central 0.4 to match.
 $(SUNNY)/sequences.h5:
-	$(PY) -m data_prep.prepare --source sunnybrook $(SUNNYBROOK) $(SUNNY) --size $(REAL_PX) --roi 0.4
+	$(PY) -m data_prep.prepare --source sunnybrook $(SUNNYBROOK) $(SUNNY) $(REAL_PREP) --plot-crops
 
-acdc: caffe $(ACDC_PAPER)/sequences.h5  ## Table 1 on ACDC, patient-level 4-fold CV: make acdc ACDC=<folder>
+acdc: caffe $(ACDC_CYCLE)/sequences.h5  ## Table 1 on ACDC, patient-level 4-fold CV: make acdc ACDC=<folder>
+	$(PY) -m tools.table1 --data $(ACDC_CYCLE) --config $(REAL_CONFIG) --iters $(REAL_ITERS) \
+	  --runs runs/acdc-mm$(REAL_FIELD_MM) --set $(REAL_SET) --decoder $(REAL_DECODER) \
+	  --out results/acdc-$(STAMP)
+
+acdc-paper: caffe $(ACDC_PAPER)/sequences.h5  ## the earlier ACDC recipe: paper labels, whole frames, fit_es
 	$(PY) -m tools.table1 --data $(ACDC_PAPER) --config $(REAL_CONFIG) --iters $(REAL_ITERS) \
-	  --runs runs/acdc --set $(REAL_SET) $(ACDC_SET) --decoder $(ACDC_DECODER) --out results/acdc-$(STAMP)
+	  --runs runs/acdc --set $(REAL_SET) $(ACDC_SET) --decoder $(ACDC_DECODER) \
+	  --out results/acdc-paper-$(STAMP)
 
 cross-dataset: caffe $(ACDC_CYCLE)/sequences.h5 $(SUNNY)/sequences.h5  ## train on all of ACDC, test on Sunnybrook, detect on its DICOM
 	[ -f $(FINAL)/final_model.txt ] || $(PY) -m tools.train --data $(ACDC_CYCLE) \
 	  --fold all --variant tempreg --config $(REAL_CONFIG) --iters $(REAL_ITERS) --set $(REAL_SET) \
 	  --out $(FINAL)
 	$(PY) -m tools.evaluate_afd --run $(FINAL) --data $(SUNNY) --list all.txt \
-	  --out results/cross-dataset-$(STAMP)
+	  --decoder $(REAL_DECODER) --out results/cross-dataset-$(STAMP)
 	$(PY) -m tools.evaluate_afd --run $(FINAL) --data $(SUNNY) --list all.txt --stack \
-	  --out results/cross-dataset-$(STAMP)/stack
-	$(PY) -m tools.detect $(SUNNYBROOK)/dicoms --run $(FINAL) --roi 0.4 \
+	  --decoder $(REAL_DECODER) --out results/cross-dataset-$(STAMP)/stack
+	$(PY) -m tools.detect $(SUNNYBROOK)/dicoms --run $(FINAL) --decoder $(REAL_DECODER) \
 	  --out results/detect-sunnybrook-$(STAMP) --plot
 
 clean:  ## remove the venv and generated data (not the Caffe cache)
