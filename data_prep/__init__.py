@@ -1,1 +1,1 @@
-"""Cine MRI readers, Eq. 4 labels, preprocessing, the synthetic cohort and the offline HDF5 writer."""
+"""Cine MRI readers, preprocessing into the sequence contract, the HDF5 file, splits, the synthetic cohort, the prepare command."""

@@ -1,14 +1,14 @@
-"""The prepared HDF5 file (README, HDF5 layout): a row writer and the readers nets and evaluation use."""
+"""The prepared HDF5 file (docs/data.md, HDF5 layout): a row writer and the readers nets and evaluation use."""
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from data_prep.errors import InputError
-from data_prep.preprocess import PreparedRow
 
 H5_NAME = "sequences.h5"
 KEYS = ("frames", "label", "ed", "es", "n_frames", "seq_id", "group")
@@ -16,13 +16,37 @@ TEXT_KEYS = ("seq_id", "group")
 ID_BYTES = 16                     # fixed-length ASCII ids; anonymous_key gives 10 hex characters
 
 
-class SequenceWriter:
-    """Appends PreparedRows to sequences.h5: frames chunked one row each, uncompressed (fast reads)."""
+def h5py_module():
+    """h5py, imported so that its extension modules bind to h5py's own bundled libhdf5.
 
-    def __init__(self, path, n_steps: int, size: int):
+    Inside the `caffe` binary the system libhdf5 that libcaffe links is already loaded globally,
+    and a plain import makes h5py resolve HDF5 symbols to it ("ValueError: Not a datatype").
+    RTLD_DEEPBIND makes each h5py module prefer its own dependencies. Every reader and writer of
+    this module imports h5py through here, at first use, never at import time.
+    """
+    if "h5py" in sys.modules:
+        return sys.modules["h5py"]
+    flags = sys.getdlopenflags()
+    sys.setdlopenflags(flags | os.RTLD_DEEPBIND)
+    try:
+        import h5py
+    finally:
+        sys.setdlopenflags(flags)
+    return h5py
+
+
+class SequenceWriter:
+    """Appends PreparedRows to sequences.h5: frames chunked one row each, uncompressed (fast reads).
+
+    The file's shape comes from the sequence contract, which close() records in the provenance.
+    """
+
+    def __init__(self, path, contract):
         self.path = Path(path)
-        self.file = h5py.File(self.path, "w")
+        self.contract = contract
+        self.file = h5py_module().File(self.path, "w")
         self.n_rows = 0
+        n_steps, size = contract.steps, contract.stored_size
         f = self.file
         f.create_dataset("frames", (0, n_steps, size, size), np.uint8,
                          maxshape=(None, n_steps, size, size), chunks=(1, n_steps, size, size))
@@ -33,7 +57,7 @@ class SequenceWriter:
         for key in TEXT_KEYS:
             f.create_dataset(key, (0,), f"S{ID_BYTES}", maxshape=(None,), chunks=(1024,))
 
-    def append(self, row: PreparedRow) -> int:
+    def append(self, row) -> int:
         """Write one row; returns its index."""
         i = self.n_rows
         for key in KEYS:
@@ -50,7 +74,8 @@ class SequenceWriter:
         return i
 
     def close(self, provenance: dict) -> None:
-        """Record how the file was made (JSON attribute) and close it."""
+        """Record how the file was made, the sequence contract included (JSON attribute), and close it."""
+        provenance = {**provenance, "contract": self.contract.to_dict()}
         self.file.attrs["provenance"] = json.dumps(provenance, sort_keys=True)
         self.file.close()
 
@@ -60,7 +85,7 @@ class SequenceWriter:
             self.file.close()
 
 
-def _h5_path(path_or_dir) -> Path:
+def h5_path(path_or_dir) -> Path:
     path = Path(path_or_dir)
     return path / H5_NAME if path.is_dir() else path
 
@@ -71,9 +96,9 @@ def _text(values) -> list[str]:
 
 def load_provenance(path_or_dir) -> dict:
     """Only the provenance of a prepared file (source, parameters, counts), without its arrays."""
-    path = _h5_path(path_or_dir)
+    path = h5_path(path_or_dir)
     try:
-        with h5py.File(path, "r") as f:
+        with h5py_module().File(path, "r") as f:
             return json.loads(f.attrs.get("provenance", "{}"))
     except (OSError, ValueError) as exc:
         raise InputError(path, f"cannot read the provenance of a prepared file ({exc})") from None
@@ -81,11 +106,11 @@ def load_provenance(path_or_dir) -> dict:
 
 def load_prepared(path_or_dir) -> dict:
     """Every dataset of a prepared file as arrays (seq_id/group as str lists) plus 'provenance' (dict)."""
-    path = _h5_path(path_or_dir)
+    path = h5_path(path_or_dir)
     if not path.is_file():
         raise InputError(path, "prepared HDF5 file not found")
     try:
-        with h5py.File(path, "r") as f:
+        with h5py_module().File(path, "r") as f:
             out = {k: (_text(f[k][()]) if k in TEXT_KEYS else f[k][()]) for k in KEYS}
             out["provenance"] = json.loads(f.attrs.get("provenance", "{}"))
     except (OSError, KeyError) as exc:
@@ -115,18 +140,18 @@ def load_rows(list_file) -> dict:
     """The rows a list file names, in list order: frames, label, ed, es, n_frames, seq_id, group."""
     entries = read_list(list_file)
     by_file: dict[Path, list[int]] = {}
-    for h5_path, row in entries:
-        by_file.setdefault(h5_path, []).append(row)
+    for h5_file, row in entries:
+        by_file.setdefault(h5_file, []).append(row)
     fetched = {}
-    for h5_path, rows in by_file.items():
-        if not h5_path.is_file():
-            raise InputError(h5_path, f"named in {list_file} but not found")
-        with h5py.File(h5_path, "r") as f:
+    for h5_file, rows in by_file.items():
+        if not h5_file.is_file():
+            raise InputError(h5_file, f"named in {list_file} but not found")
+        with h5py_module().File(h5_file, "r") as f:
             n = f["frames"].shape[0]
             for row in sorted(set(rows)):
                 if row >= n:
-                    raise InputError(list_file, f"row {row} beyond the {n} rows of {h5_path.name}")
-                fetched[(h5_path, row)] = {k: f[k][row] for k in KEYS}
+                    raise InputError(list_file, f"row {row} beyond the {n} rows of {h5_file.name}")
+                fetched[(h5_file, row)] = {k: f[k][row] for k in KEYS}
     out = {}
     for k in KEYS:
         values = [fetched[e][k] for e in entries]

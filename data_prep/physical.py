@@ -1,9 +1,9 @@
 """Prepare one patient's cine stack at a fixed pixel size in mm, cropped around the LV (or centre).
 
 The physical path of data_prep.prepare and tools.detect (docs/scale-and-crop.md): every slice's
-pixel spacing is resolved (header, else the --mm-per-px fallback, else an InputError), the
+pixel spacing is resolved (header, else the --input-mm-per-px fallback, else an InputError), the
 stack's LV crops are found together (data_prep.heart_crop.find_stack), and each slice becomes
-n_steps x S x S uint8 frames covering field_mm around its crop centre.
+steps x S x S uint8 frames covering the contract's mm square around its crop centre.
 """
 from __future__ import annotations
 
@@ -12,17 +12,18 @@ from data_prep.heart_crop import HeartCrop, find_stack
 from data_prep.scale import centre_crop_box, physical_steps, resolve_spacing
 
 
-def stack_crops(seqs, params: dict, wheres) -> tuple[list, list]:
-    """([(seq, spacing, spacing source, HeartCrop)], [InputError]) for loaded CineSequences."""
+def stack_crops(seqs, contract, input_mm_per_px, wheres) -> tuple[list, list]:
+    """([(seq, spacing, spacing source, HeartCrop, where)], [InputError]) for loaded sequences
+    of one patient, for a physical contract; input_mm_per_px: the size of headers without one."""
     ok, problems = [], []
     for seq, where in zip(seqs, wheres):
         try:
-            spacing, how = resolve_spacing(seq, params.get("input_mm_per_px_fallback"), where)
+            spacing, how = resolve_spacing(seq, input_mm_per_px, where)
             ok.append((seq, spacing, how, where))
         except InputError as exc:
             problems.append(exc)
-    field = params["field_mm"]
-    if params["crop"] == "auto":
+    field = contract.field_mm
+    if contract.crop == "lv":
         crops = find_stack([(seq.frames, spacing) for seq, spacing, _, _ in ok], field)
     else:
         crops = []
@@ -40,15 +41,14 @@ def crop_record(seq_id: str, spacing, how: str, crop: HeartCrop) -> dict:
             "spacing_from": how, **crop.as_dict()}
 
 
-def stack_steps(seqs, params: dict, size: int, n_steps: int, wheres):
+def stack_steps(seqs, contract, input_mm_per_px, wheres):
     """Yield (seq, steps or InputError, crop record or None) for one patient's loaded sequences."""
-    placed, problems = stack_crops(seqs, params, wheres)
+    placed, problems = stack_crops(seqs, contract, input_mm_per_px, wheres)
     for exc in problems:
         yield None, exc, None
     for seq, spacing, how, crop, where in placed:
         try:
-            steps = physical_steps(seq.frames, spacing, crop.centre_px, params["field_mm"], size,
-                                   n_steps, where)
+            steps = physical_steps(seq.frames, spacing, crop.centre_px, contract, where)
         except InputError as exc:
             yield seq, exc, None
             continue
@@ -70,12 +70,12 @@ def crop_summary(crops: list[dict]) -> dict:
                                    "max": radii[-1]} if radii else {}}
 
 
-def plot_crops(found, batches, crops: list[dict], scale: dict, path, per_row: int = 10) -> None:
+def plot_crops(found, batches, crops: list[dict], contract, path, per_row: int = 10) -> None:
     """A PNG of every written sequence's mean frame with its crop square and LV circle."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from tools.outputs import save_figure_atomic
+    from tempregnet.outputs import save_figure_atomic
     by_id = {c["seq_id"]: c for c in crops}
     tiles = []
     for batch in batches:
@@ -99,7 +99,7 @@ def plot_crops(found, batches, crops: list[dict], scale: dict, path, per_row: in
         if c["radius_mm"]:
             ax.add_patch(plt.Circle((col, r), c["radius_mm"] / sc, fill=False, color="r", lw=0.6))
         ax.set_title(f"row {c['row']}", fontsize=6)
-    fig.suptitle(f"{scale['crop']} crop, {scale['field_mm']:g} mm square "
-                 f"({scale['mm_per_px']:g} mm per stored pixel)", fontsize=8)
+    fig.suptitle(f"{contract.crop} crop, {contract.field_mm:g} mm square "
+                 f"({contract.mm_per_px:g} mm per stored pixel)", fontsize=8)
     save_figure_atomic(fig, path, dpi=70)
     plt.close(fig)

@@ -1,4 +1,11 @@
-"""Prepare a dataset: cine MRI in, <OUT>/sequences.h5 + split lists out (python -m data_prep.prepare -h)."""
+"""Prepare a dataset: cine MRI in, <OUT>/sequences.h5 + split lists out (python -m data_prep.prepare -h).
+
+    python -m data_prep.prepare --recipe acdc ../shared/data/acdc data/prepared/acdc
+    python -m data_prep.prepare --source dicom IN OUT --size 72 --roi 0.5 [--label paper]
+
+With --recipe, the source, stored size, steps, label convention and ROI are the recipe's (its
+sequence contract); without, they are given one by one. The contract goes into the provenance.
+"""
 from __future__ import annotations
 
 import argparse
@@ -18,15 +25,19 @@ import numpy as np
 
 from data_prep.errors import InputError
 from data_prep.hdf5 import H5_NAME, SequenceWriter
-from data_prep.labels import CONVENTIONS
-from data_prep.physical import CROPS_ABOUT, CROPS_NAME, CROPS_PLOT, crop_summary, plot_crops, stack_steps
-from data_prep.preprocess import (DEFAULT_SIZE, PERCENTILE_STRIDE, PERCENTILES, prepare_sequence,
-                                  row_from_steps)
-from data_prep.scale import CROPS, scale_parameters
+from data_prep.physical import (CROPS_ABOUT, CROPS_NAME, CROPS_PLOT, crop_summary, plot_crops,
+                                stack_steps)
+from data_prep.preprocess import prepare_sequence, row_from_steps
+from data_prep.scale import RESAMPLE
 from data_prep.readers import SOURCES, find_sequences
 from data_prep.splits import DEFAULT_FOLDS, DEFAULT_SEED, assign_folds, write_splits
-from models.config import N_STEPS
-from tools.outputs import write_json_atomic
+from models.config import N_STEPS, ZF
+from tempregnet.contract import SequenceContract
+from tempregnet.labels import CONVENTIONS
+from tempregnet.outputs import write_json_atomic
+
+# Without --recipe: the paper's frames (the zf config's stored size), whole field of view, cycle labels.
+PLAIN = dict(size=ZF.stored_size, roi=1.0, steps=N_STEPS, label="cycle", seed=DEFAULT_SEED)
 
 
 class Stop(Exception):
@@ -35,31 +46,36 @@ class Stop(Exception):
 
 def parse_args(argv=None) -> argparse.Namespace:
     """The command line."""
-    p = argparse.ArgumentParser(prog="python -m data_prep.prepare", description=__doc__)
-    p.add_argument("--source", required=True, choices=SOURCES)
+    p = argparse.ArgumentParser(prog="python -m data_prep.prepare", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", help="input folder (acdc: the dataset root or one patient folder)")
     p.add_argument("out", help="output folder (created; refused if it exists, unless --force)")
-    p.add_argument("--size", type=int, default=DEFAULT_SIZE, help="stored frame side S")
-    p.add_argument("--roi", type=float, default=1.0,
+    p.add_argument("--recipe", help="prepare the data of this recipe (recipes/<name>.toml): "
+                                    "source, size, steps, label, ROI and split seed from it")
+    p.add_argument("--test-data", action="store_true",
+                   help="with --recipe: its test data ([test_data]) rather than its training data")
+    p.add_argument("--source", choices=SOURCES)
+    p.add_argument("--size", type=int, help=f"stored frame side S (default {PLAIN['size']})")
+    p.add_argument("--roi", type=float,
                    help="keep this central fraction of the square field of view before resizing "
-                        "(1: the whole frame, as the paper)")
-    p.add_argument("--field-mm", type=float, default=None,
-                   help="physical scale (docs/scale-and-crop.md): store a square of this many mm, "
-                        "so a stored pixel is FIELD_MM / SIZE mm on every scanner (default: off, "
-                        "the field of view as the scanner gave it, as the paper)")
-    p.add_argument("--crop", choices=CROPS, default="auto",
-                   help="with --field-mm: centre the square on the LV found in the images "
-                        "(auto) or on the image centre")
-    p.add_argument("--mm-per-px", type=float, default=None,
-                   help="with --field-mm: the input pixel size for sequences whose header states "
-                        "none (no PixelSpacing, or NIfTI's 1 x 1 x 1 placeholder)")
+                        "(default 1: the whole frame, as the paper)")
+    p.add_argument("--mm-per-px", type=float,
+                   help="physical scale (docs/scale-and-crop.md): every stored pixel this many mm, "
+                        "a square of MM_PER_PX x SIZE mm around the crop centre, on every scanner "
+                        "(default: off, the scanner's own field of view, as the paper)")
+    p.add_argument("--crop", choices=("lv", "image centre"),
+                   help="with --mm-per-px: centre the square on the LV found in the images (lv, "
+                        "the default) or on the image centre")
+    p.add_argument("--input-mm-per-px", type=float,
+                   help="with --mm-per-px: the input pixel size for sequences whose header "
+                        "states none (no PixelSpacing, or NIfTI's 1 x 1 x 1 placeholder)")
     p.add_argument("--plot-crops", action="store_true",
-                   help=f"with --field-mm: draw every sequence's crop on its mean frame "
+                   help=f"with --mm-per-px: draw every sequence's crop on its mean frame "
                         f"(OUT/{CROPS_PLOT})")
-    p.add_argument("--steps", type=int, default=N_STEPS, help="time steps per sequence")
-    p.add_argument("--label", choices=CONVENTIONS, default="cycle", help="Eq. 4 convention")
+    p.add_argument("--steps", type=int, help=f"time steps per sequence (default {PLAIN['steps']})")
+    p.add_argument("--label", choices=CONVENTIONS, help="Eq. 4 convention (default cycle)")
     p.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help="patient-level folds")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="split seed")
+    p.add_argument("--seed", type=int, help=f"split seed (default {DEFAULT_SEED})")
     p.add_argument("--labels", help="dicom: ED/ES CSV (series_uid,ed,es[,slice_position]); "
                                     "default INPUT/labels.csv when present")
     p.add_argument("--force", action="store_true", help="replace an existing OUT")
@@ -69,28 +85,62 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="decoding processes (1: no pool)")
     args = p.parse_args(argv)
-    if args.size < 1 or args.steps < 2:
-        p.error("--size must be >= 1 and --steps >= 2")
-    if not 0 < args.roi <= 1:
-        p.error("--roi must be in (0, 1]")
-    if args.field_mm is not None and (args.field_mm <= 0 or args.roi != 1.0):
-        p.error("--field-mm must be > 0 and replaces --roi (leave --roi at 1)")
-    if args.mm_per_px is not None and (args.mm_per_px <= 0 or args.field_mm is None):
-        p.error("--mm-per-px must be > 0 and needs --field-mm")
+    given = [k for k in ("source", "size", "roi", "steps", "label", "seed", "mm_per_px", "crop",
+                         "input_mm_per_px") if getattr(args, k) is not None]
+    if args.recipe:
+        if given:
+            p.error(f"--recipe sets {', '.join('--' + k for k in given)}; give one or the other")
+        from tempregnet.recipes import load_recipe
+        try:
+            recipe = load_recipe(args.recipe)
+            which = "test_data" if args.test_data else "data"
+            args.contract = recipe.contract(which)
+        except (InputError, ValueError) as err:
+            p.error(str(err))
+        spec = getattr(recipe, which)
+        # a synthetic cohort is written as DICOM (data_prep.synthetic)
+        args.source = "dicom" if spec.source == "synthetic" else spec.source
+        args.seed = spec.seed
+        args.input_mm_per_px = spec.input_mm_per_px
+    else:
+        if args.test_data:
+            p.error("--test-data needs --recipe")
+        if args.source is None:
+            p.error("give --recipe, or --source (and optionally --size, --roi, --steps, --label)")
+        for key, value in PLAIN.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
+        if args.size < 1 or args.steps < 2:
+            p.error("--size must be >= 1 and --steps >= 2")
+        if not 0 < args.roi <= 1:
+            p.error("--roi must be in (0, 1]")
+        if args.mm_per_px is None and (args.crop or args.input_mm_per_px):
+            p.error("--crop and --input-mm-per-px need --mm-per-px")
+        if args.input_mm_per_px is not None and not args.input_mm_per_px > 0:
+            p.error("--input-mm-per-px must be > 0")
+        crop = "centre square" if args.mm_per_px is None else (args.crop or "lv")
+        try:
+            args.contract = SequenceContract(steps=args.steps, stored_size=args.size,
+                                             label=args.label, roi=args.roi, crop=crop,
+                                             mm_per_px=args.mm_per_px)
+        except ValueError as err:
+            p.error(str(err))
+    if args.plot_crops and not args.contract.physical:
+        p.error("--plot-crops needs a physical scale (--mm-per-px, or a recipe with mm_per_px)")
     return args
 
 
 def _prepare_one(job):
-    """Worker: [(item, row or (path, problem), crop record or None)] for one job's items.
+    """Worker: [(index in job, row or (path, problem), crop record or None)] for one job's items.
 
-    A legacy job is one sequence; a physical one (--field-mm) one patient's stack, whose LV
-    crops are found together. InputErrors come back as (path, problem): they do not pickle.
+    A plain job is one sequence; a physical one (contract.mm_per_px) one patient's stack, whose
+    LV crops are found together. InputErrors come back as (path, problem): they do not pickle.
     """
-    items, size, steps, convention, roi, scale = job
-    if scale["field_mm"] is None:
+    items, contract, input_mm_per_px = job
+    if not contract.physical:
         item = items[0]
         try:
-            row = prepare_sequence(item.load(), size, steps, convention, where=item.where, roi=roi)
+            row = prepare_sequence(item.load(), contract, where=item.where)
         except InputError as exc:
             row = (exc.path, exc.problem)
         return [(0, row, None)]
@@ -102,15 +152,14 @@ def _prepare_one(job):
             index[id(seqs[-1])] = k
         except InputError as exc:
             out.append((k, (exc.path, exc.problem), None))
-    for seq, steps_or_error, record in stack_steps(seqs, scale, size, steps, wheres):
+    for seq, steps_or_error, record in stack_steps(seqs, contract, input_mm_per_px, wheres):
         if isinstance(steps_or_error, InputError):
             k = index[id(seq)] if seq is not None else _index_of(items, steps_or_error)
             out.append((k, (steps_or_error.path, steps_or_error.problem), None))
             continue
         k = index[id(seq)]
         try:
-            out.append((k, row_from_steps(seq, steps_or_error, steps, convention, items[k].where),
-                        record))
+            out.append((k, row_from_steps(seq, steps_or_error, contract, items[k].where), record))
         except InputError as exc:
             out.append((k, (exc.path, exc.problem), None))
     return sorted(out, key=lambda r: r[0])
@@ -119,6 +168,16 @@ def _prepare_one(job):
 def _index_of(items, exc: InputError) -> int:
     """The item an error of the spacing pass names (by its where text)."""
     return next((k for k, item in enumerate(items) if item.where == exc.path), 0)
+
+
+def _batches(found, contract) -> list[list[int]]:
+    """Indices of `found` per job: one sequence each, or (physical) one patient's stack each."""
+    if not contract.physical:
+        return [[k] for k in range(len(found))]
+    by_group: dict = {}
+    for k, item in enumerate(found):
+        by_group.setdefault(item.group, []).append(k)
+    return list(by_group.values())
 
 
 def _scrub(problem: str) -> str:
@@ -180,15 +239,14 @@ def run(args) -> int:
         if not found:
             print(f"{args.input}: no sequences to write", file=sys.stderr)
             return 1
-        scale = scale_parameters(args.field_mm, args.size, args.crop, args.mm_per_px)
-        batches = _batches(found, scale)
-        jobs = [([found[k] for k in batch], args.size, args.steps, args.label, args.roi, scale)
-                for batch in batches]
+        contract = args.contract
+        batches = _batches(found, contract)
+        jobs = [([found[k] for k in batch], contract, args.input_mm_per_px) for batch in batches]
         groups, seen, resampled, unlabelled = [], set(), Counter(), 0
         crops, spacing_from = [], Counter()
         bar = tqdm(total=len(found), unit="seq", desc="prepare", file=sys.stderr)
         with _results(jobs, args.workers) as results:       # fork the pool before opening HDF5
-            writer = SequenceWriter(tmp / H5_NAME, args.steps, args.size)
+            writer = SequenceWriter(tmp / H5_NAME, contract)
             for batch, job_results in zip(batches, results):
                 for k, result, crop in job_results:
                     bar.update(1)
@@ -204,7 +262,7 @@ def run(args) -> int:
                     writer.append(result)
                     groups.append(result.group)
                     unlabelled += result.ed < 0
-                    if result.n_frames != args.steps:
+                    if result.n_frames != contract.steps:
                         resampled[result.n_frames] += 1
                     if crop is not None:
                         crops.append(dict(crop, row=len(groups) - 1))
@@ -220,13 +278,13 @@ def run(args) -> int:
             "skipped_reasons": dict(Counter(_scrub(p.problem) for p in problems)),
             "resampled_from_frames": {str(k): v for k, v in sorted(resampled.items())},
         }
-        if scale["field_mm"] is not None:
+        if contract.physical:
             summary["input_spacing_from"] = dict(spacing_from)
             summary.update(crop_summary(crops))
             write_json_atomic(tmp / CROPS_NAME, {"about": CROPS_ABOUT, "sequences": crops})
             if args.plot_crops:
-                plot_crops(found, batches, crops, scale, tmp / CROPS_PLOT)
-        writer.close(_provenance(args, summary, splits, scale))
+                plot_crops(found, batches, crops, contract, tmp / CROPS_PLOT)
+        writer.close(_provenance(args, summary, splits))
         writer = None
         _publish(tmp, out)
     except Stop:
@@ -252,27 +310,14 @@ def _splits(folder: Path, groups: list[str], args) -> dict:
     return write_splits(folder, groups, H5_NAME, args.folds, args.seed)
 
 
-def _batches(found, scale: dict) -> list[list[int]]:
-    """Indices of `found` per job: one sequence each, or (physical) one patient's stack each."""
-    if scale["field_mm"] is None:
-        return [[k] for k in range(len(found))]
-    by_group: dict = {}
-    for k, item in enumerate(found):
-        by_group.setdefault(item.group, []).append(k)
-    return list(by_group.values())
-
-
-def _provenance(args, summary: dict, splits: dict, scale: dict) -> dict:
+def _provenance(args, summary: dict, splits: dict) -> dict:
     return {
         "source": args.source,
         "input": os.path.basename(os.path.normpath(args.input)),   # basename only: paths may hold names
-        "parameters": {"size": args.size, "roi": args.roi, "steps": args.steps, "label": args.label,
-                       "folds": args.folds, "seed": args.seed, "on_error": args.on_error,
-                       "squash_percentiles": list(PERCENTILES),
-                       "percentile_pixel_stride": PERCENTILE_STRIDE,
-                       "square": "centre crop" if args.field_mm is None else "see resample",
-                       "time": "cyclic linear at step_positions(T, steps)",
-                       "resize": "cv2 INTER_AREA (shrink) / INTER_LINEAR (enlarge)", **scale},
+        "recipe": args.recipe,          # the sequence contract itself is added by the writer
+        "parameters": {"folds": args.folds, "seed": args.seed, "on_error": args.on_error,
+                       **({"input_mm_per_px": args.input_mm_per_px, "resample": RESAMPLE}
+                          if args.contract.physical else {})},
         "counts": summary,
         "splits": {k: v for k, v in splits.items() if k != "folds"},
         "code_version": _code_version(),
@@ -298,10 +343,11 @@ def _print_summary(out: Path, s: dict, splits: dict, args, seconds: float) -> No
     if s["unlabelled"]:
         print(f"  {s['unlabelled']} sequences have no ED/ES (ed = es = -1, label NaN)")
     for n, count in s["resampled_from_frames"].items():
-        print(f"  resampled {n} -> {args.steps} frames: {count} sequences")
-    if args.field_mm is not None:
-        print(f"  {args.crop} crop of {args.field_mm:g} mm at {args.size} px "
-              f"({args.field_mm / args.size:.4g} mm per stored pixel); input pixel size from "
+        print(f"  resampled {n} -> {args.contract.steps} frames: {count} sequences")
+    c = args.contract
+    if c.physical:
+        print(f"  {c.crop} crop of {c.field_mm:g} mm at {c.stored_size} px ({c.mm_per_px:.4g} mm "
+              f"per stored pixel); input pixel size from "
               + ", ".join(f"{k}: {v}" for k, v in sorted(s["input_spacing_from"].items()))
               + f"; LV radius found (mm) {s['lv_radius_mm_found']}; per row in {CROPS_NAME}")
     print(f"  skipped {s['skipped']}" + (":" if s["skipped"] else ""))

@@ -1,4 +1,5 @@
-"""One cine sequence -> its stored row: 0-255 squash, square crop, 20-step cyclic time, resize, Eq. 4 label."""
+"""One cine sequence -> its stored row as the sequence contract says: 0-255 squash, square crop, cyclic
+time steps, resize, Eq. 4 label."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,18 +8,14 @@ import cv2
 import numpy as np
 
 from data_prep.errors import InputError
-from data_prep.labels import step_positions, volume_label
 from data_prep.sequence import CineSequence
-from models.config import N_STEPS
-
-DEFAULT_SIZE = 224                 # stored side S (README, HDF5 layout); the nets crop from it
-PERCENTILES = (1.0, 99.0)          # robust squash: a few bright pixels (fat, flow) do not set the range
-PERCENTILE_STRIDE = 2              # percentiles from every 2nd row and column: 4x faster
+from tempregnet.contract import SequenceContract
+from tempregnet.labels import cyclic_resample, step_positions, volume_label
 
 
 @dataclass
 class PreparedRow:
-    """What one HDF5 row holds (README, HDF5 layout)."""
+    """What one HDF5 row holds (docs/data.md, HDF5 layout)."""
     frames: np.ndarray        # n_steps x S x S uint8
     label: np.ndarray         # n_steps float32 (NaN when the sequence has no ED/ES)
     ed: int                   # original 0-based frame, -1 when unlabelled
@@ -45,9 +42,10 @@ def check_frames(frames: np.ndarray, where) -> None:
                                 + (f" ({constant.size} such frames)" if constant.size > 1 else ""))
 
 
-def squash_range(frames: np.ndarray, percentiles=PERCENTILES) -> tuple[float, float]:
-    """The per-sequence intensity range: the (1st, 99th) percentiles of the original frames' pixels."""
-    sample = frames[:, ::PERCENTILE_STRIDE, ::PERCENTILE_STRIDE]
+def squash_range(frames: np.ndarray, percentiles, stride: int) -> tuple[float, float]:
+    """The per-sequence intensity range: the given percentiles (robust: a few bright pixels of fat
+    or flow do not set it) of the original frames' pixels, every stride-th row and column."""
+    sample = frames[:, ::stride, ::stride]
     lo, hi = np.percentile(sample, percentiles)
     if hi <= lo:                    # mostly one value (e.g. a large black background): use the range
         lo, hi = float(frames.min()), float(frames.max())
@@ -73,13 +71,9 @@ def centre_square(frames: np.ndarray, roi: float = 1.0) -> np.ndarray:
     return frames[:, y0:y0 + side, x0:x0 + side]
 
 
-def resample_cycle(frames: np.ndarray, n_steps: int = N_STEPS) -> np.ndarray:
+def resample_cycle(frames: np.ndarray, n_steps: int) -> np.ndarray:
     """n_steps frames at step_positions(T, n_steps): cyclic linear interpolation (last frame -> first)."""
-    n = frames.shape[0]
-    pos = step_positions(n, n_steps)
-    lo = np.floor(pos).astype(int)
-    w = (pos - lo).astype(np.float32)[:, None, None]
-    return frames[lo % n] * (1 - w) + frames[(lo + 1) % n] * w
+    return cyclic_resample(frames, step_positions(frames.shape[0], n_steps), np.float32)
 
 
 def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
@@ -90,37 +84,38 @@ def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
     return np.stack([cv2.resize(f, (size, size), interpolation=method) for f in frames])
 
 
-def sequence_to_steps(frames: np.ndarray, size: int = DEFAULT_SIZE, n_steps: int = N_STEPS,
-                      where="sequence", roi: float = 1.0) -> np.ndarray:
-    """T x H x W scanner frames -> n_steps x size x size uint8, the stored form (README)."""
+def sequence_to_steps(frames: np.ndarray, contract: SequenceContract, where="sequence") -> np.ndarray:
+    """T x H x W scanner frames -> steps x S x S uint8, the stored form of a "centre square"
+    contract (physical contracts: data_prep.scale.physical_steps, which needs the crop)."""
+    if contract.physical:
+        raise ValueError("a physical contract (mm_per_px) needs the pixel spacing and crop: "
+                         "data_prep.physical.stack_steps")
     frames = np.asarray(frames, dtype=np.float32)
     check_frames(frames, where)
-    lo, hi = squash_range(frames)              # from the original frames
-    x = centre_square(frames, roi)
-    x = resample_cycle(x, n_steps)             # crop, time resampling, resize and the squash's
-    x = resize_frames(x, size)                 # affine map are linear, so this order (cheapest)
+    lo, hi = squash_range(frames, contract.squash_percentiles, contract.percentile_stride)
+    x = centre_square(frames, contract.roi)    # range from the original frames; then the
+    x = resample_cycle(x, contract.steps)      # crop, time resampling, resize and the squash's
+    x = resize_frames(x, contract.stored_size)  # affine map are linear, so this order (cheapest)
     return squash(x, lo, hi)                   # equals any other; only the final clip is not
 
 
-def step_label(n_frames: int, ed, es, n_steps: int = N_STEPS, convention: str = "cycle") -> np.ndarray:
+def step_label(n_frames: int, ed, es, n_steps: int, convention: str) -> np.ndarray:
     """Eq. 4 at the step positions, float32; NaN for an unlabelled sequence."""
     if ed is None or es is None:
         return np.full(n_steps, np.nan, np.float32)
     return volume_label(step_positions(n_frames, n_steps), n_frames, ed, es, convention).astype(np.float32)
 
 
-def prepare_sequence(seq: CineSequence, size: int = DEFAULT_SIZE, n_steps: int = N_STEPS,
-                     convention: str = "cycle", where="sequence", roi: float = 1.0) -> PreparedRow:
+def prepare_sequence(seq: CineSequence, contract: SequenceContract, where="sequence") -> PreparedRow:
     """A CineSequence -> its HDF5 row; InputError for bad frames or labels."""
-    return row_from_steps(seq, sequence_to_steps(seq.frames, size, n_steps, where, roi), n_steps,
-                          convention, where)
+    return row_from_steps(seq, sequence_to_steps(seq.frames, contract, where), contract, where)
 
 
-def row_from_steps(seq: CineSequence, frames: np.ndarray, n_steps: int, convention: str,
+def row_from_steps(seq: CineSequence, frames: np.ndarray, contract: SequenceContract,
                    where) -> PreparedRow:
     """The HDF5 row of a sequence whose stored frames are made: Eq. 4 label and ids added."""
     try:
-        label = step_label(seq.n_frames, seq.ed, seq.es, n_steps, convention)
+        label = step_label(seq.n_frames, seq.ed, seq.es, contract.steps, contract.label)
     except ValueError as exc:           # volume_label's own checks (range, ED == ES)
         raise InputError(where, f"bad ED/ES labels: {exc}") from None
     return PreparedRow(frames, label, -1 if seq.ed is None else int(seq.ed),

@@ -3,7 +3,7 @@
 Rows and columns may have different spacings (DICOM PixelSpacing is [row, column] spacing, i.e.
 the distance between rows, then between columns). A header that states no spacing, or only the
 NIfTI placeholder 1 x 1 x 1 with unknown units (what a converter writes when it knows none; about
-40% of the ACDC copy), has none: the caller's --mm-per-px is used, else one InputError.
+40% of the ACDC copy), has none: the caller's --input-mm-per-px is used, else one InputError.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def resolve_spacing(seq, fallback_mm: float | None, where) -> tuple[tuple[float,
         return spacing, "header"
     if fallback_mm is None:
         note = (seq.meta or {}).get(SPACING_NOTE_KEY) or "no pixel spacing in the header"
-        raise InputError(where, f"{note}; pass --mm-per-px <input pixel size in mm> to say it")
+        raise InputError(where, f"{note}; pass --input-mm-per-px <its pixel size in mm> to say it")
     return (float(fallback_mm), float(fallback_mm)), "fallback"
 
 
@@ -74,57 +74,33 @@ def to_mm_grid(frames: np.ndarray, spacing, mm_per_px: float) -> np.ndarray:
     return resize_to(np.asarray(frames, np.float32), rows, cols)
 
 
-# --- the physical frame geometry a prepared dataset (and every model trained on it) uses -------
+# --- the physical path of the stored frames (contract.mm_per_px given) ---------------------------
 
-CROPS = ("auto", "centre")          # LV-centred (data_prep.heart_crop) or the image centre
-SCALE_KEYS = ("field_mm", "mm_per_px", "crop")   # provenance parameters prepare/detect/evaluate share
-
-
-def scale_parameters(field_mm: float | None, size: int, crop: str,
-                     fallback_mm: float | None) -> dict:
-    """The provenance parameters of the frame geometry; field_mm None: no physical scaling."""
-    if field_mm is None:
-        return {"field_mm": None, "mm_per_px": None, "crop": "centre"}
-    if crop not in CROPS:
-        raise ValueError(f"unknown crop {crop!r}; expected one of {CROPS}")
-    return {"field_mm": float(field_mm), "mm_per_px": round(float(field_mm) / size, 6),
-            "crop": crop, "input_mm_per_px_fallback": fallback_mm,
-            "resample": "square field_mm window around the crop centre (whole input pixels, "
-                        "outside the image = the 1st percentile), cv2 INTER_AREA / INTER_LINEAR "
-                        "to size x size; squash percentiles from the in-image part of the window"}
-
-
-def check_same_scale(run_params: dict, data_params: dict, where) -> None:
-    """InputError when a model's training frames and these frames differ in physical geometry."""
-    for key in SCALE_KEYS:
-        mine, theirs = run_params.get(key), data_params.get(key)
-        if key == "crop" and run_params.get("field_mm") is None:
-            continue                  # legacy frames: the central --roi square (checked by size)
-        if mine != theirs:
-            raise InputError(where, f"frames prepared with {key} = {theirs!r}, the model was "
-                                    f"trained on {key} = {mine!r}; prepare them as it was")
+RESAMPLE = ("a mm_per_px x stored_size mm square around the crop centre (whole input pixels, "
+            "outside the image = the window's 1st percentile), cv2 INTER_AREA / INTER_LINEAR to "
+            "stored_size; squash percentiles from the in-image part of the window")
 
 
 def centre_crop_box(shape, spacing, side_mm: float):
-    """The field_mm window around the image centre (crop = 'centre')."""
+    """The side_mm window around the image centre (crop = 'image centre')."""
     return crop_box(((shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0), side_mm, spacing)
 
 
-def physical_steps(frames: np.ndarray, spacing, centre_px, field_mm: float, size: int,
-                   n_steps: int, where="sequence") -> np.ndarray:
-    """T x H x W scanner frames -> n_steps x size x size uint8: a field_mm square around centre_px."""
+def physical_steps(frames: np.ndarray, spacing, centre_px, contract, where="sequence") -> np.ndarray:
+    """T x H x W scanner frames -> steps x S x S uint8: the contract's mm square around centre_px."""
     from data_prep.preprocess import check_frames, resample_cycle, squash, squash_range
     frames = np.asarray(frames, dtype=np.float32)
     check_frames(frames, where)
+    field_mm, size = contract.field_mm, contract.stored_size
     box = crop_box(centre_px, field_mm, spacing)
     r0, c0, rows, cols = box
     inside = frames[:, max(r0, 0):max(r0 + rows, 0), max(c0, 0):max(c0 + cols, 0)]
     if inside.size == 0:
         raise InputError(where, f"crop centre {centre_px} puts the {field_mm:g} mm window "
                                 f"outside the image")
-    lo, hi = squash_range(inside)
+    lo, hi = squash_range(inside, contract.squash_percentiles, contract.percentile_stride)
     hi = hi if hi > lo else lo + 1.0          # a window of one value: keep it, all black
     x = crop_padded(frames, box, lo)
-    x = resample_cycle(x, n_steps)
+    x = resample_cycle(x, contract.steps)
     x = resize_to(x, size, size)
     return squash(x, lo, hi)

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from tempregnet.outputs import write_text_atomic
 
 DEFAULT_FOLDS = 4            # the paper's 4-fold cross-validation
 DEFAULT_SEED = 0
@@ -35,22 +36,16 @@ def write_splits(out_dir, groups, h5_name: str, k: int = DEFAULT_FOLDS, seed: in
     groups = [str(g) for g in groups]
     fold_of = assign_folds(groups, k, seed)
     lines = [f"{h5_name} {row}\n" for row in range(len(groups))]
-    _write(out_dir / "all.txt", "".join(lines))
+    write_text_atomic(out_dir / "all.txt", "".join(lines))
     folds = []
     for f in range(k):
         test = [row for row, g in enumerate(groups) if fold_of[g] == f]
         train = [row for row, g in enumerate(groups) if fold_of[g] != f]
-        _write(out_dir / f"fold{f}_test.txt", "".join(lines[r] for r in test))
-        _write(out_dir / f"fold{f}_train.txt", "".join(lines[r] for r in train))
+        write_text_atomic(out_dir / f"fold{f}_test.txt", "".join(lines[r] for r in test))
+        write_text_atomic(out_dir / f"fold{f}_train.txt", "".join(lines[r] for r in train))
         folds.append({"fold": f, "test_groups": sorted(g for g, v in fold_of.items() if v == f),
                       "n_test": len(test), "n_train": len(train)})
     summary = {"k": k, "seed": seed, "h5": h5_name, "n_sequences": len(groups),
                "n_groups": len(fold_of), "folds": folds}
-    _write(out_dir / "splits.json", json.dumps(summary, indent=1) + "\n")
+    write_text_atomic(out_dir / "splits.json", json.dumps(summary, indent=1) + "\n")
     return summary
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -1,6 +1,6 @@
 """Synthetic cine MRI cohort: SSFP-like short-axis phantoms with known ED/ES, as DICOM or ACDC NIfTI.
 
-The phantom (see README, "Synthetic cohort"): a torso with fat, muscle, lungs, liver, spine and
+The phantom (see docs/data.md, "Synthetic cohort"): a torso with fat, muscle, lungs, liver, spine and
 aorta; a heart whose LV blood-pool area follows a physiological volume curve (ejection, rapid
 filling, diastasis, atrial kick) with constant myocardial area, so the wall thickens in systole;
 an RV crescent that contracts with its own curve; Rician noise, a smooth coil bias field and slow
@@ -684,9 +684,8 @@ def _write_truth(out: Path, records, fmt, n_patients, seed, size) -> None:
     """truth.json, atomically: the phantoms' parameters and 0-based ED/ES; no identity."""
     truth = dict(generator="data_prep.synthetic", format=fmt, patients=n_patients, seed=seed,
                  size=size, frames="0-based", sequences=records)
-    tmp = out / "truth.json.tmp"
-    tmp.write_text(json.dumps(truth, indent=1))
-    os.replace(tmp, out / "truth.json")
+    from tempregnet.outputs import write_text_atomic
+    write_text_atomic(out / "truth.json", json.dumps(truth, indent=1))
 
 
 # --- command line -------------------------------------------------------------------------------

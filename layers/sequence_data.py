@@ -2,47 +2,31 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 
 import caffe
 import cv2
 import numpy as np
 
-
-def _import_h5py():
-    """Import h5py so that its extension modules bind to h5py's own bundled libhdf5.
-
-    Inside the `caffe` binary the system libhdf5 that libcaffe links is already loaded globally,
-    and a plain import makes h5py resolve HDF5 symbols to it ("ValueError: Not a datatype").
-    RTLD_DEEPBIND makes each h5py module prefer its own dependencies. No effect if already imported.
-    """
-    flags = sys.getdlopenflags()
-    sys.setdlopenflags(flags | os.RTLD_DEEPBIND)
-    try:
-        import h5py
-    finally:
-        sys.setdlopenflags(flags)
-    return h5py
-
-
-_import_h5py()                                   # before data_prep.hdf5 imports it
-from data_prep.errors import InputError  # noqa: E402
-from data_prep.hdf5 import load_provenance, load_rows, read_list  # noqa: E402
-from data_prep.labels import volume_label  # noqa: E402
-from data_prep.net_input import ZF_MEAN, crop_offset, net_input  # noqa: E402
+from data_prep.errors import InputError
+from data_prep.hdf5 import load_rows
+from tempregnet.contract import read_list_contract
+from tempregnet.labels import CONVENTIONS, cyclic_resample, volume_label
+from tempregnet.net_input import ZF_MEAN, crop_offset, net_input, sequence_starts, time_major
 
 # param_str keys (JSON object) and their defaults; None = required.
 DEFAULTS = {
     "source": None,       # list file: one "<h5 path relative to the list> <row>" per line
     "batch_size": None,   # N, sequences per batch
     "crop": None,         # network input side C (<= stored frame side S)
-    "n_steps": 20,        # T; must equal the HDF5 files' step count (README, Contracts)
+    # What the net expects of the data, checked against the listed files' sequence contract:
+    "n_steps": None,      # T, the steps the net is unrolled over
+    "stored_size": None,  # S, the stored frame side the crop is taken from
+    "label": None,        # Eq. 4 convention of the labels ("cycle" or "paper")
     "mean": list(ZF_MEAN),  # per-channel mean subtracted after replicating grey to 3 channels
     "train": False,       # True: shuffle every epoch and random crop per sequence; else centre, list order
     "seed": 0,            # seed of the shuffling, cropping and rolling
     # Training only: start each sequence at a random step, frames and label rolled together. Valid
-    # for "cycle" labels only (a prepared sequence is one period; README, Deviations): it shows
+    # for "cycle" labels only (a prepared sequence is one period; docs/deviations.md): it shows
     # the net every phase at the sequence start, which sequences that start mid-cycle need.
     "roll": False,
     # Training only: flip each sequence left-right and/or up-down at random (the same for all its
@@ -81,9 +65,14 @@ def parse_param_str(param_str: str) -> dict:
     missing = sorted(k for k, v in params.items() if v is None)
     if missing:
         raise ValueError(f"SequenceData: param_str lacks required keys {missing}")
-    for key in ("batch_size", "crop", "n_steps"):
+    for key in ("batch_size", "crop", "n_steps", "stored_size"):
         if not isinstance(params[key], int) or params[key] < 1:
             raise ValueError(f"SequenceData: {key} must be a positive integer, got {params[key]!r}")
+    if params["label"] not in CONVENTIONS:
+        raise ValueError(f"SequenceData: label must be one of {CONVENTIONS}, got {params['label']!r}")
+    if params["roll"] and params["label"] != "cycle":
+        raise ValueError("SequenceData: roll needs 'cycle' labels (a rolled 'paper' label is not "
+                         "Eq. 4 of the rolled sequence)")
     for key in ("roll", "flip"):
         if not isinstance(params[key], bool):
             raise ValueError(f"SequenceData: {key} must be true or false, got {params[key]!r}")
@@ -100,26 +89,18 @@ def parse_param_str(param_str: str) -> dict:
     return params
 
 
-def load_sequences(list_file, n_steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def load_sequences(list_file, n_steps: int, stored_size: int):
     """All listed rows in list order: frames M x T x S x S uint8, labels M x T float32, and
     ED/ES as step positions M x 2 (original frame k of n lies at step k * T / n)."""
     rows = load_rows(list_file)
     frames, labels = rows["frames"], rows["label"].astype(np.float32)
     phases = np.stack([rows["ed"], rows["es"]], axis=1) * (n_steps / rows["n_frames"][:, None])
-    if frames.ndim != 4 or frames.shape[1] != n_steps or frames.shape[2] != frames.shape[3]:
-        raise InputError(list_file, f"frames have shape {frames.shape[1:]}, expected {n_steps} x S x S")
+    if frames.shape[1:] != (n_steps, stored_size, stored_size):
+        raise InputError(list_file, f"frames have shape {frames.shape[1:]}, expected "
+                                    f"{n_steps} x {stored_size} x {stored_size}")
     if labels.shape[1:] != (n_steps,) or not np.all(np.isfinite(labels)):
         raise InputError(list_file, f"labels must be finite, {n_steps} per sequence; got shape {labels.shape[1:]}")
     return frames, labels, phases
-
-
-def label_convention(list_file) -> str:
-    """The Eq. 4 convention the listed prepared files were labelled with (one for all of them)."""
-    files = sorted({h5 for h5, _ in read_list(list_file)})
-    found = {load_provenance(h5).get("parameters", {}).get("label", "cycle") for h5 in files}
-    if len(found) != 1:
-        raise InputError(list_file, f"lists files of different label conventions {sorted(found)}")
-    return found.pop()
 
 
 def warp_systole(frames: np.ndarray, ed: float, es: float, scale: float, convention: str):
@@ -138,10 +119,7 @@ def warp_systole(frames: np.ndarray, ed: float, es: float, scale: float, convent
     phase = (np.arange(t) - ed) % t                              # output time since ED
     source = np.where(phase <= new_systole, phase * systole / new_systole,
                       systole + (phase - new_systole) * (t - systole) / (t - new_systole))
-    position = (ed + source) % t
-    lo = np.floor(position).astype(int)
-    w = (position - lo)[:, None, None]
-    blended = frames[lo] * (1.0 - w) + frames[(lo + 1) % t] * w
+    blended = cyclic_resample(frames, (ed + source) % t)
     label = volume_label(np.arange(t), t, ed, (ed + new_systole) % t, convention)
     return np.rint(blended).astype(frames.dtype), label.astype(np.float32)
 
@@ -170,18 +148,23 @@ class SequenceData(caffe.Layer):
     crop per sequence (the same for all its frames) and, with warp, roll, flip, rotate, zoom and
     gamma, a random systole length, start step, flips, rotation, zoom and grey-value curve;
     otherwise centre crops in list order, wrapping around.
-    param_str keys: see DEFAULTS.
+    param_str keys: see DEFAULTS. The net's expectations (n_steps, stored_size, label) must equal
+    the sequence contract of the listed files, so plain `caffe train` refuses data of another
+    size, step count or convention, and rolled starts of labels that cannot be rolled.
     """
 
     def setup(self, bottom, top):
         if bottom or len(top) != 3:
             raise ValueError("SequenceData takes no bottoms and gives 3 tops (frames, cont, label)")
         self.params = parse_param_str(self.param_str)
-        self.frames, self.labels, self.phases = load_sequences(self.params["source"],
-                                                               self.params["n_steps"])
-        crop_offset(self.frames.shape[2], self.params["crop"])   # raises if crop > S
-        if self.params["warp"]:
-            self.convention = label_convention(self.params["source"])
+        p = self.params
+        contract = read_list_contract(p["source"])
+        expected = contract.replace(steps=p["n_steps"], stored_size=p["stored_size"], label=p["label"])
+        expected.check(contract, p["source"], ("steps", "stored_size", "label"), what="net expects")
+        self.convention = contract.label
+        self.frames, self.labels, self.phases = load_sequences(p["source"], p["n_steps"],
+                                                               p["stored_size"])
+        crop_offset(self.frames.shape[2], p["crop"])   # raises if crop > S
         self.rng = np.random.default_rng(self.params["seed"])
         self.order = np.arange(len(self.frames))
         self.cursor = len(self.order)   # start a fresh epoch on the first batch
@@ -206,7 +189,7 @@ class SequenceData(caffe.Layer):
 
     def forward(self, bottom, top):
         t, n, c = self.params["n_steps"], self.params["batch_size"], self.params["crop"]
-        frames = top[0].data.reshape(t, n, 3, c, c)     # view: row t*N + n of the blob
+        inputs = np.empty((n, t, 3, c, c), np.float32)
         for slot, index in enumerate(self.next_indices()):
             rng = self.rng if self.params["train"] else None
             offset = crop_offset(self.frames.shape[2], c, rng)
@@ -226,10 +209,10 @@ class SequenceData(caffe.Layer):
             if self.params["gamma"]:
                 seq = gamma_curve(seq, float(np.exp(self.rng.uniform(-self.params["gamma"],
                                                                      self.params["gamma"]))))
-            frames[:, slot] = net_input(seq, c, self.params["mean"], offset)
+            inputs[slot] = net_input(seq, c, self.params["mean"], offset)
             top[2].data[:, slot] = np.roll(label, -shift)
-        top[1].data[...] = 1.0
-        top[1].data[0] = 0.0      # each batch column is a new sequence: reset the LSTM state
+        top[0].data[...] = time_major(inputs)
+        top[1].data[...] = sequence_starts(t, n)   # each batch column is a new sequence
 
     def backward(self, top, propagate_down, bottom):
         """No bottoms, nothing to propagate."""

@@ -45,7 +45,7 @@ def temporal_loss_and_grad(pred: np.ndarray, label: np.ndarray) -> tuple[float, 
 class TemporalStructuredLoss(caffe.Layer):
     """Eq. 2 loss: bottoms pred (T x N or T x N x 1) and label (T x N); top the scalar loss.
 
-    Time-major like every sequence blob here (README, Blobs). The loss is the mean of Eq. 2 over
+    Time-major like every sequence blob here (docs/data.md, Blobs). The loss is the mean of Eq. 2 over
     the N sequences (see `temporal_loss_and_grad`). Give it `loss_weight: beta` (Eq. 3); the
     gradient is scaled by that weight (top diff), and the label never receives a gradient.
     param_str: JSON object with no keys (empty allowed).

@@ -1,1 +1,1 @@
-"""Net definitions in caffe.net_spec; `make prototxt` generates prototxt/ from them."""
+"""Net definitions in caffe.net_spec; `make prototxt` generates prototxt/<recipe>/ from them and recipes/."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-N_STEPS = 20  # LSTM unroll length; sequences are resampled onto this grid (README, Contracts)
+N_STEPS = 20  # LSTM unroll length; sequences are resampled onto this grid (docs/data.md, Contracts)
 
 
 @dataclass(frozen=True)
@@ -12,7 +12,7 @@ class NetConfig:
     """Sizes of one net family; `zf` is the paper's model, `small` a fast stand-in for tests and the demo."""
     name: str
     description: str
-    stored_size: int          # S of the prepared HDF5 frames (README, HDF5 layout)
+    stored_size: int          # S of the prepared HDF5 frames (docs/data.md, HDF5 layout)
     crop: int                 # network input C; random crop when training, centre crop otherwise
     conv_widths: tuple        # conv1..conv5 outputs
     fc_width: int             # fc6 and fc7 outputs
@@ -28,7 +28,7 @@ class NetConfig:
     momentum2: float = 0.999
     base_lr: float = 1e-4
     head_lr_mult: float = 10.0
-    weight_decay: float = 5e-4   # alpha of Eq. 3 (up to Caffe's normalisation; see README)
+    weight_decay: float = 5e-4   # alpha of Eq. 3 (up to Caffe's normalisation; docs/design.md, Nets)
     momentum: float = 0.9
     # Not in the paper: the global gradient L2 norm is clipped, as LRCN trained its Caffe LSTMs
     # (clip_gradients 15). Without it, the small net's CNN + Reg variant diverged at once.
@@ -43,7 +43,7 @@ class NetConfig:
     dropout: float = 0.5
     lstm_init: float = 0.01      # LSTM parameters ~ U[-0.01, 0.01] (section 3)
     # 1: the paper's single pass. k > 1: the LSTM reads the cycle k times and reports on the last
-    # reading, so sequences that start mid-cycle have context at their first steps (README).
+    # reading, so sequences that start mid-cycle have context at their first steps (docs/deviations.md, 7).
     lstm_cycles: int = 1
     # Training augmentation (not in the paper, which only crops): start every training sequence at
     # a random step, frames and labels rolled together. Valid for the "cycle" label convention only.
@@ -104,7 +104,7 @@ SMALL = NetConfig(
     batch_size=4, test_batch_size=4,
     # From scratch rather than fine-tuned, so Adam (3e-4, head still at 10x, /10 for the last
     # quarter of a 3,000-iteration run): with the paper's SGD this net needed ~3x the iterations
-    # to reach the same training loss (README, Deviation 14). No dropout: with it this narrow net
+    # to reach the same training loss (docs/deviations.md, 14). No dropout: with it this narrow net
     # sat at the constant-predictor plateau on some seeds. No LRN: it took ~40 % of the time
     # of a training iteration here, and the held-out error showed no consistent difference.
     solver_type="Adam", base_lr=3e-4, momentum=0.9, momentum2=0.999,
@@ -132,7 +132,7 @@ class Variant:
     beta: float   # loss_weight of the temporal structured loss (Eq. 3); 0 drops the layer
 
 
-# beta = 1 by default: with Caffe's normalisations (README) both loss terms are per-sequence
+# beta = 1 by default: with Caffe's normalisations (docs/design.md, Nets) both loss terms are per-sequence
 # averages of comparable size, so 1 weighs them evenly. The paper cross-validated it.
 DEFAULT_BETA = 1.0
 

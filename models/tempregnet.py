@@ -12,7 +12,6 @@ from caffe.proto import caffe_pb2
 from models.config import NetConfig, Variant
 
 PHASES = ("train", "test", "deploy")
-DEFAULT_DATA_DIR = "data/prepared"   # where the committed train/test nets read fold 0 from
 
 # Learning-rate multipliers (weights, biases): Caffe's usual 2x for biases, no decay on biases.
 FINETUNE = [dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]
@@ -87,9 +86,12 @@ def zf_trunk(n, frames, cfg: NetConfig):
     return _fc(n, "fc_frame", x, cfg.feature_dim, None, "_frame")
 
 
-def _data_param(cfg: NetConfig, source: str, batch_size: int, train: bool, seed: int) -> str:
+def _data_param(cfg: NetConfig, source: str, batch_size: int, train: bool, seed: int,
+                label: str) -> str:
+    # n_steps, stored_size and label: what the net expects of the prepared data; the layer checks
+    # them against the data's sequence contract.
     param = dict(source=source, batch_size=batch_size, crop=cfg.crop, n_steps=cfg.n_steps,
-                 train=train, seed=seed)
+                 stored_size=cfg.stored_size, label=label, train=train, seed=seed)
     if train and cfg.train_roll:
         param["roll"] = True
     if train and cfg.train_flip:
@@ -142,10 +144,14 @@ def temporal_inputs(n, frames, cfg: NetConfig):
 
 
 def net_proto(cfg: NetConfig, variant: Variant, phase: str, source: str | None = None,
-              batch_size: int | None = None, seed: int = 0) -> caffe_pb2.NetParameter:
-    """The train, test or deploy net of one configuration and Table 1 variant."""
+              batch_size: int | None = None, seed: int = 0,
+              label: str | None = None) -> caffe_pb2.NetParameter:
+    """The train, test or deploy net of one configuration and Table 1 variant; train and test
+    nets read the split list `source` of data with Eq. 4 convention `label`."""
     if phase not in PHASES:
         raise ValueError(f"unknown phase {phase!r}; expected one of {PHASES}")
+    if phase != "deploy" and (source is None or label is None):
+        raise ValueError(f"the {phase} net needs the split list (source) and the label convention")
     n = NetSpec()
     t = cfg.n_steps
     if phase == "deploy":
@@ -155,10 +161,9 @@ def net_proto(cfg: NetConfig, variant: Variant, phase: str, source: str | None =
     else:
         train = phase == "train"
         batch_size = batch_size or (cfg.batch_size if train else cfg.test_batch_size)
-        source = source or f"{DEFAULT_DATA_DIR}/fold0_{phase}.txt"
         n.frames, n.cont, n.label = L.Python(
             module="layers.sequence_data", layer="SequenceData", ntop=3, name="data",
-            param_str=_data_param(cfg, source, batch_size, train, seed))
+            param_str=_data_param(cfg, source, batch_size, train, seed, label))
     frames = (temporal_inputs(n, n.frames, cfg) if cfg.input_contrast or cfg.input_motion
               else n.frames)
     feature = zf_trunk(n, frames, cfg)                                 # (T*N) x q
@@ -231,8 +236,3 @@ def solver_proto(cfg: NetConfig, train_net: str, test_net: str | None, snapshot_
     s.random_seed = seed
     s.solver_mode = caffe_pb2.SolverParameter.GPU if gpu else caffe_pb2.SolverParameter.CPU
     return s
-
-
-def file_stem(cfg: NetConfig, variant: Variant) -> str:
-    """Base name of a configuration's variant files in prototxt/ ('zf_tempreg')."""
-    return f"{cfg.name}_{variant.name}"

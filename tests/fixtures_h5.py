@@ -1,13 +1,21 @@
-"""Tiny prepared-data fixtures in the README HDF5 layout: a bright disc whose area follows Eq. 4."""
+"""Tiny prepared-data fixtures in the prepared HDF5 layout: a bright disc whose area follows Eq. 4."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from data_prep.labels import step_positions, volume_label
 from models.config import N_STEPS
+from tempregnet.contract import SequenceContract
+from tempregnet.labels import step_positions, volume_label
+from tempregnet.recipes import load_recipe
+
+
+def recipe_contract(name: str, **changes) -> SequenceContract:
+    """The sequence contract of a recipe's data (what tools.train checks), with changes."""
+    return load_recipe(name).contract().replace(**changes)
 
 
 def disc_sequences(n_seq: int, size: int, seed: int, n_steps: int = N_STEPS):
@@ -34,16 +42,21 @@ def disc_sequences(n_seq: int, size: int, seed: int, n_steps: int = N_STEPS):
     return frames, labels, np.array(eds), np.array(ess), np.array(lengths)
 
 
-def write_prepared(folder: Path, n_seq: int, size: int, seed: int = 0, n_test: int = 0) -> Path:
-    """sequences.h5 plus fold0_train.txt / fold0_test.txt (last n_test rows) and all.txt; returns folder."""
+def write_prepared(folder: Path, n_seq: int, size: int, seed: int = 0, n_test: int = 0,
+                   contract: SequenceContract | None = None) -> Path:
+    """sequences.h5 plus fold0_train.txt / fold0_test.txt (last n_test rows) and all.txt; returns
+    folder. The provenance records contract (default: size px, cycle labels, whole frame)."""
     folder.mkdir(parents=True, exist_ok=True)
+    contract = contract or SequenceContract(steps=N_STEPS, stored_size=size, label="cycle", roi=1.0)
+    assert contract.stored_size == size and contract.steps == N_STEPS
     frames, labels, ed, es, n_frames = disc_sequences(n_seq, size, seed)
     with h5py.File(folder / "sequences.h5", "w") as f:
         f["frames"], f["label"] = frames, labels
         f["ed"], f["es"], f["n_frames"] = ed, es, n_frames
         f["seq_id"] = np.array([f"s{i:04d}" for i in range(n_seq)], dtype="S")
         f["group"] = np.array([f"g{i:04d}" for i in range(n_seq)], dtype="S")
-        f.attrs["provenance"] = '{"source": "tests/fixtures_h5.py"}'
+        f.attrs["provenance"] = json.dumps({"source": "tests/fixtures_h5.py",
+                                            "contract": contract.to_dict()})
     rows = [f"sequences.h5 {i}\n" for i in range(n_seq)]
     (folder / "all.txt").write_text("".join(rows))
     (folder / "fold0_train.txt").write_text("".join(rows[: n_seq - n_test]))

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from tools import afd
+from tempregnet import evaluation as afd
 
 
 def rec(fold, n, ed_t, ed_p, es_t, es_p, time_s=None):

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from tools import baselines
+from tempregnet import baselines
 
 synthetic = pytest.importorskip("data_prep.synthetic")
 
@@ -71,8 +71,9 @@ def test_segmentation_on_disc_phantom_any_placement(method, n_frames, ed, es):
 def test_on_steps_maps_back_to_original_frames():
     # 20 stored steps of a 30-frame cycle; the answer is in original frames.
     from data_prep.preprocess import sequence_to_steps
+    from tempregnet.contract import SequenceContract
     n, ed, es = 30, 3, 15
-    steps = sequence_to_steps(disc_phantom(n, ed, es), 64)
+    steps = sequence_to_steps(disc_phantom(n, ed, es), SequenceContract(20, 64, "cycle", 1.0))
     got = baselines.segmentation_ed_es_on_steps(steps, n, "level_set")
     assert abs(got[0] - ed) <= 1 and abs(got[1] - es) <= 1
 

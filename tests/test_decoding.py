@@ -1,8 +1,8 @@
-"""Properties of the shared ED/ES decoders (data_prep.labels.decode_ed_es / decode_steps)."""
+"""Properties of the shared ED/ES decoders (tempregnet.labels.decode_ed_es / decode_steps)."""
 import numpy as np
 import pytest
 
-from data_prep.labels import (decode_ed_es, decode_steps, label_curve, step_positions, steps_to_frames,
+from tempregnet.labels import (decode_ed_es, decode_steps, label_curve, step_positions, steps_to_frames,
                               volume_label)
 
 N_STEPS = 20                      # the LSTM grid of the README contract
@@ -138,7 +138,7 @@ def test_fit_decoder_is_robust_to_noise():
 def test_stack_decoding_averages_standardised_slice_curves():
     """Two slices of one stack, each with a wrong extreme, decode to the stack's true pair;
     a slice of another stack and a record without a group keep their own decoding."""
-    from tools.predict import decode_stacks
+    from tempregnet.inference import decode_stacks
     n_frames, ed, es = 24, 3, 12
     label = volume_label(step_positions(n_frames, N_STEPS), n_frames, ed, es)
     bump = np.zeros(N_STEPS)
@@ -154,14 +154,14 @@ def test_stack_decoding_averages_standardised_slice_curves():
                dict(group="p1", n_frames=n_frames, curve=list(slice_b), ed_pred=-1, es_pred=-1, time_s=0.1),
                dict(group="p2", n_frames=n_frames, curve=list(other), ed_pred=-1, es_pred=-1, time_s=0.1),
                dict(n_frames=n_frames, curve=list(slice_a), ed_pred=-1, es_pred=-1, time_s=0.1)]
-    out = decode_stacks(records)
+    out = decode_stacks(records, "cycle")
     assert [(r["ed_pred"], r["es_pred"]) for r in out] == [
         (ed, es), (ed, es), (20, 5), decode_steps(slice_a, n_frames)]
     assert [r["stack_size"] for r in out] == [2, 2, 1, 1]
     assert all(r["ed_pred"] == -1 for r in records), "inputs are not changed"
     # the same slices in another stack length are another stack
     records[1]["n_frames"] = 25
-    out = decode_stacks(records)
+    out = decode_stacks(records, "cycle")
     assert (out[0]["ed_pred"], out[0]["es_pred"]) == decode_steps(slice_a, n_frames)
 
 
@@ -169,7 +169,7 @@ def test_label_shape_bias_tool_on_true_volume_curves():
     """tools.label_shape_bias: the extrema rule recovers ED/ES of a sampled volume curve to a
     fraction of a frame, while the Eq. 4 fit, whose fall after ED is steeper than the phantom's
     ejection, lands late (the README's explanation of the demo's ED error)."""
-    from tools.label_shape_bias import measure, signed_cyclic
+    from tempregnet.decoder_bias import measure, signed_cyclic
     assert signed_cyclic(0, 29, 30) == 1 and signed_cyclic(29, 0, 30) == -1 and signed_cyclic(5, 3, 30) == 2
     result = measure(trials=30, seed=1)
     assert result["extrema"][2] < 0.3 and result["extrema"][3] < 0.5

@@ -139,18 +139,18 @@ def test_missing_and_empty_inputs_are_one_line_each(run_dir, tmp_path):
 def test_bad_model_is_one_line(tmp_path):
     res = run_detect(tmp_path, "--run", tmp_path / "no_run", "--out", tmp_path / "det")
     assert res.returncode == 2
-    assert res.stderr.strip().count("\n") == 0 and "settings.json" in res.stderr
+    assert res.stderr.strip().count("\n") == 0 and "model folder not found" in res.stderr
     assert not np.any([p.name == "detections.csv" for p in tmp_path.rglob("*")])
 
 
 def test_model_without_size_is_refused(run_dir, tmp_path):
-    res = run_detect(tmp_path, "--model", run_dir / "weights.caffemodel", "--deploy",
+    res = run_detect(tmp_path, "--model", run_dir / "snapshots" / "fixture_iter_1.caffemodel", "--deploy",
                      run_dir / "fixture_deploy.prototxt", "--out", tmp_path / "det")
     assert res.returncode == 2 and "--size" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_stack_decoding_gives_each_patient_stack_one_pair(dicom_studies, run_dir, tmp_path):
-    from data_prep.labels import decode_steps
+    from tempregnet.labels import decode_steps
     cohort, _ = dicom_studies
     outputs = {}
     for mode in ("per_sequence", "stack"):
@@ -177,8 +177,8 @@ def test_stack_decoding_gives_each_patient_stack_one_pair(dicom_studies, run_dir
 
 def test_stacks_are_decoded_per_patient_and_frame_count():
     from types import SimpleNamespace
-    from data_prep.labels import decode_steps, step_positions, volume_label
-    from tools.detect import decode_input_stacks
+    from tempregnet.labels import decode_steps, step_positions, volume_label
+    from tempregnet.detection import decode_input_stacks
     n = 24
     truth = volume_label(step_positions(n, 20), n, 3, 12)
     spoiled = [truth.copy(), truth.copy()]

@@ -77,7 +77,7 @@ def test_stack_decoding_flag(prepared, tmp_path):
 
 
 def test_run_dir_and_refusal_to_overwrite(prepared, tmp_path):
-    run = write_run_dir(tmp_path / "run", data=prepared)
+    run = write_run_dir(tmp_path / "run")
     out = tmp_path / "eval"
     args = ["--run", run, "--list", prepared / "fold0_test.txt", "--out", out]
     assert run_cli(*args).returncode == 0

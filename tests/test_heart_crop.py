@@ -15,8 +15,9 @@ from data_prep.physical import CROPS_NAME
 from data_prep.scale import crop_box, crop_padded, resolve_spacing, to_mm_grid
 from data_prep.sequence import CineSequence
 from data_prep.synthetic import KIND_PARAMS, generate_patient, write_dicom_series
-from data_prep.labels import decode_steps
-from tools.baselines import lv_areas
+from tempregnet.baselines import lv_areas
+from tempregnet.contract import read_contract
+from tempregnet.labels import decode_steps
 
 FIELD_MM, SIZE = 128.0, 96
 CENTRE_TOLERANCE_MM = 15.0     # crop centre vs the phantom's LV centre (docs: measured <= 12.4 mm)
@@ -55,7 +56,8 @@ def _prepared(tmp_path, name, p):
     _write_dicom(src, p)
     out = tmp_path / f"{name}-prep"
     assert prepare.main(["--source", "dicom", str(src), str(out), "--size", str(SIZE),
-                         "--field-mm", str(FIELD_MM), "--workers", "1", "--folds", "1"]) == 0
+                         "--mm-per-px", repr(FIELD_MM / SIZE), "--workers", "1",
+                         "--folds", "1"]) == 0
     data = load_prepared(out)
     crops = json.loads((out / CROPS_NAME).read_text())["sequences"]
     return data, crops
@@ -64,6 +66,10 @@ def _prepared(tmp_path, name, p):
 def lv_size(data) -> float:
     """Median over rows of the largest LV area (stored pixels) the segmentation baseline finds."""
     return float(np.median([lv_areas(f, "level_set").max() for f in data["frames"]]))
+
+
+def data_dir(tmp_path, name):
+    return tmp_path / f"{name}-prep"
 
 
 def _truth_centre_mm(p, slice_index):
@@ -77,7 +83,7 @@ def test_same_crop_and_ed_es_for_any_scanner(tmp_path, index):
     for name, kw in VARIANTS.items():
         p = _clean_phantom(index, **kw)
         data, crops = _prepared(tmp_path, name, p)
-        assert data["provenance"]["parameters"]["mm_per_px"] == pytest.approx(FIELD_MM / SIZE)
+        assert read_contract(data_dir(tmp_path, name)).mm_per_px == pytest.approx(FIELD_MM / SIZE)
         assert data["frames"].shape[1:] == (20, SIZE, SIZE)
         # each row's crop centre vs the phantom's LV centre (mean over frames) of its slice
         for row, crop in enumerate(crops):
@@ -120,7 +126,7 @@ def test_lv_found_in_noisy_moved_and_rotated_stacks():
 def test_spacing_missing_is_one_clear_error_unless_given():
     seq = CineSequence(np.random.rand(4, 8, 8).astype(np.float32), "a", "g", "nifti",
                        meta={"pixel_spacing_note": "NIfTI pixdim is the 1 x 1 x 1 placeholder"})
-    with pytest.raises(InputError, match="placeholder.*--mm-per-px"):
+    with pytest.raises(InputError, match="placeholder.*--input-mm-per-px"):
         resolve_spacing(seq, None, "case1")
     assert resolve_spacing(seq, 1.5, "case1") == ((1.5, 1.5), "fallback")
     seq.meta["pixel_spacing_mm"] = (1.25, 1.5)
@@ -137,10 +143,10 @@ def test_prepare_without_spacing_names_the_file(tmp_path):
                        omit=("PixelSpacing",))
     out = tmp_path / "prep"
     assert prepare.main(["--source", "dicom", str(src), str(out), "--size", "32",
-                         "--field-mm", "128", "--workers", "1", "--strict"]) == 1
+                         "--mm-per-px", "4", "--workers", "1", "--strict"]) == 1
     assert not out.exists()
     assert prepare.main(["--source", "dicom", str(src), str(out), "--size", "32",
-                         "--field-mm", "128", "--mm-per-px", "2.34375", "--workers", "1",
+                         "--mm-per-px", "4", "--input-mm-per-px", "2.34375", "--workers", "1",
                          "--folds", "1"]) == 0
     crops = json.loads((out / CROPS_NAME).read_text())["sequences"]
     assert crops[0]["spacing_from"] == "fallback"

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.realdata
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ACDC, SUNNYBROOK = DATA / "acdc", DATA / "sunnybrook"
-FIELD_MM, SIZE = "128", "96"
+SIZE, MM_PER_PX = "96", repr(128 / 96)
 ACDC_FALLBACK_MM = "1.40625"   # median in-plane pixdim of the ACDC copy's 29 patients that state one
 # ACDC: share of the ED-to-ES signal drop the crop holds, median and worst slice (measured
 # 2026-12-01: 0.977 and 0.42; the drop also lies on the RV and the window's edges, see docs)
@@ -33,7 +33,7 @@ def need(folder: Path):
 def _prepare(tmp_path, source, folder, *extra):
     out = tmp_path / source
     code = prepare.main(["--source", source, str(folder), str(out), "--size", SIZE,
-                         "--field-mm", FIELD_MM, "--workers", "1", *extra])
+                         "--mm-per-px", MM_PER_PX, "--workers", "1", *extra])
     return code, out
 
 
@@ -64,13 +64,13 @@ def test_sunnybrook_crop_holds_every_endocardial_contour(tmp_path):
 
 def test_acdc_placeholder_spacing_is_detected_and_said(tmp_path):
     """Patients whose pixdim is the 1 x 1 x 1 placeholder are skipped by name without
-    --mm-per-px, and written (spacing from the fallback, said per row) with it."""
+    --input-mm-per-px, and written (spacing from the fallback, said per row) with it."""
     need(ACDC)
     code, out = _prepare(tmp_path, "acdc", ACDC)
     assert code == 0
     counts = load_prepared(out)["provenance"]["counts"]
     reasons = counts["skipped_reasons"]
-    placeholder = [r for r in reasons if "1 x 1 x 1 placeholder" in r and "--mm-per-px" in r]
+    placeholder = [r for r in reasons if "1 x 1 x 1 placeholder" in r and "--input-mm-per-px" in r]
     assert len(placeholder) == 1
     seqs = {s.seq_id: s for s in read_any("acdc", ACDC)}
     unknown = [s for s in seqs.values() if s.meta["pixel_spacing_mm"] is None]
@@ -83,7 +83,7 @@ def test_acdc_crop_holds_the_signal_that_changes_from_ed_to_es(tmp_path):
     the ES frame (blood replaced by myocardium as the ventricles contract; the labels, not the
     crop finder, choose those frames): most of it on the median slice, a good part on every one."""
     need(ACDC)
-    code, out = _prepare(tmp_path, "acdc", ACDC, "--mm-per-px", ACDC_FALLBACK_MM)
+    code, out = _prepare(tmp_path, "acdc", ACDC, "--input-mm-per-px", ACDC_FALLBACK_MM)
     assert code == 0
     data = load_prepared(out)
     crops = json.loads((out / CROPS_NAME).read_text())["sequences"]

@@ -1,4 +1,5 @@
-"""Generated nets: prototxt sync, stock-Caffe parsing, blob shapes, forward/backward, LSTM cont resets, variants."""
+"""Generated nets: prototxt per recipe in sync, stock-Caffe parsing, the layers each recipe uses,
+blob shapes, forward/backward, LSTM cont resets, variants."""
 import json
 from pathlib import Path
 
@@ -9,10 +10,11 @@ from caffe import layers as L
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
-from fixtures_h5 import write_prepared
+from fixtures_h5 import recipe_contract, write_prepared
 from models import generate
-from models.config import CONFIGS, DEFAULT_BETA, VARIANTS, get_config, get_variant
-from models.tempregnet import file_stem, pool5_side
+from models.config import DEFAULT_BETA, VARIANTS, get_config, get_variant
+from models.tempregnet import pool5_side
+from tempregnet.recipes import REPORTED, load_recipe, recipe_names
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOTXT = ROOT / "prototxt"
@@ -35,32 +37,68 @@ def with_source(net: caffe_pb2.NetParameter, source: Path, tmp_path: Path, name:
     path.write_text(text_format.MessageToString(net))
     return str(path)
 
+def recipe_nets():
+    """(recipe, variant, path stem) of every generated net."""
+    return [(load_recipe(r), v, PROTOTXT / r / v) for r in recipe_names() for v in load_recipe(r).variants]
+
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory):
-    return write_prepared(tmp_path_factory.mktemp("small"), n_seq=6, size=get_config("small").stored_size, seed=2)
+    return write_prepared(tmp_path_factory.mktemp("small"), n_seq=6, size=get_config("small").stored_size,
+                          seed=2, contract=recipe_contract("demo"))
 
 def test_prototxt_in_sync_with_models(tmp_path):
     generate.main(["--out", str(tmp_path)])
-    generated = sorted(p.name for p in tmp_path.glob("*.prototxt"))
-    committed = sorted(p.name for p in PROTOTXT.glob("*.prototxt"))
+    generated = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.prototxt"))
+    committed = sorted(str(p.relative_to(PROTOTXT)) for p in PROTOTXT.rglob("*.prototxt"))
     assert generated == committed, "run `make prototxt`"
     for name in generated:
         assert (tmp_path / name).read_bytes() == (PROTOTXT / name).read_bytes(), f"{name} drifted; run `make prototxt`"
-    assert len(generated) == len(CONFIGS) * len(VARIANTS) * 4
+    assert len(generated) == 4 * sum(len(load_recipe(r).variants) for r in recipe_names())
+    assert set(REPORTED) <= set(recipe_names())       # every reported result has its recipe
 
 def test_every_file_parses_with_stock_caffe():
     caffe.set_mode_cpu()
-    for cfg in CONFIGS.values():
-        for variant in VARIANTS.values():
-            stem = file_stem(cfg, variant)
-            for phase in ("train", "test"):
-                assert len(read_net(PROTOTXT / f"{stem}_{phase}.prototxt").layer) > 20
-            solver = text_format.Parse((PROTOTXT / f"{stem}_solver.prototxt").read_text(), caffe_pb2.SolverParameter())
-            assert solver.solver_mode == caffe_pb2.SolverParameter.GPU
-            assert solver.lr_policy == "step" and solver.momentum == pytest.approx(0.9)
-            assert (ROOT / solver.train_net).is_file() and (ROOT / solver.test_net[0]).is_file()
-            if cfg.name == "small":   # the zf deploy nets are instantiated in the shape tests below
-                caffe.Net(str(PROTOTXT / f"{stem}_deploy.prototxt"), caffe.TEST)
+    for recipe, variant, stem in recipe_nets():
+        for phase in ("train", "test"):
+            assert len(read_net(f"{stem}_{phase}.prototxt").layer) > 20
+        solver = text_format.Parse(Path(f"{stem}_solver.prototxt").read_text(), caffe_pb2.SolverParameter())
+        assert solver.solver_mode == caffe_pb2.SolverParameter.GPU
+        assert solver.lr_policy == "step" and solver.momentum == pytest.approx(0.9)
+        assert (ROOT / solver.train_net).is_file() and (ROOT / solver.test_net[0]).is_file()
+        assert solver.max_iter == recipe.iterations and solver.random_seed == recipe.seed
+        if recipe.config != "zf":   # the zf deploy nets are instantiated in the shape tests below
+            caffe.Net(f"{stem}_deploy.prototxt", caffe.TEST)
+
+def tops(path) -> set:
+    """Every blob a net's layers produce."""
+    return {top for layer in read_net(path).layer for top in layer.top}
+
+def data_param(net) -> dict:
+    return json.loads(next(l for l in net.layer if l.name == "data").python_param.param_str)
+
+def test_each_recipe_net_holds_the_layers_of_its_settings():
+    """The prototxt a reader opens is the net that ran: the recipe's options are layers in it."""
+    acdc = {l.name: l for l in read_net(PROTOTXT / "acdc" / "tempreg_train.prototxt").layer}
+    acdc_tops = tops(PROTOTXT / "acdc" / "tempreg_train.prototxt")
+    for name in ("frames_change", "frames_motion", "frames_temporal"):   # contrast, motion inputs
+        assert name in acdc_tops
+    assert acdc["fc6"].inner_product_param.num_output == 256 and "lstm1_last" not in acdc_tops
+    assert acdc["fc_frame"].inner_product_param.num_output == 128
+    assert acdc["lstm1"].recurrent_param.num_output == 128 and list(acdc["lstm1"].bottom) == ["fc_frame_steps", "cont"]
+    param = data_param(read_net(PROTOTXT / "acdc" / "tempreg_train.prototxt"))
+    assert (param["warp"], param["rotate"], param["zoom"], param["gamma"]) == (0.4, 15.0, 0.15, 0.3)
+    assert param["label"] == "paper" and "roll" not in param and param["flip"] is True
+    assert (param["stored_size"], param["crop"], param["n_steps"]) == (96, 88, 20)
+    cross = tops(PROTOTXT / "cross_sunnybrook" / "tempreg_train.prototxt")
+    assert "frames_motion" in cross and "lstm1_last" in cross              # the cycle read twice
+    param = data_param(read_net(PROTOTXT / "cross_sunnybrook" / "tempreg_train.prototxt"))
+    assert param["roll"] is True and param["label"] == "cycle" and param["source"].endswith("/all.txt")
+    demo = tops(PROTOTXT / "demo" / "tempreg_train.prototxt")
+    assert "frames_temporal" not in demo and "norm1" not in demo and "lstm1_last" in demo
+    zf = {l.name for l in read_net(PROTOTXT / "paper_zf" / "tempreg_train.prototxt").layer}
+    assert "frames_temporal" not in zf and "norm1" in zf and "drop6" in zf
+    assert "lstm1_last" not in tops(PROTOTXT / "paper_zf" / "tempreg_train.prototxt")
+    assert data_param(read_net(PROTOTXT / "paper_zf" / "tempreg_train.prototxt"))["label"] == "paper"
 
 def test_zf_input_gives_6x6_pool5():
     assert pool5_side(192) == 6, "the ImageNet ZF fc6 needs 6 x 6 x 256 = 9216 inputs"
@@ -70,7 +108,7 @@ def test_zf_input_gives_6x6_pool5():
 def test_variants_differ_only_as_table1_says():
     layers = {}
     for name in VARIANTS:
-        net = read_net(PROTOTXT / f"zf_{name}_train.prototxt")
+        net = read_net(PROTOTXT / "paper_zf" / f"{name}_train.prototxt")
         layers[name] = {layer.name: layer for layer in net.layer}
     assert "lstm1" not in layers["cnn_reg"] and "temporal_loss" not in layers["cnn_reg"]
     assert "lstm1" in layers["tempreg_notsc"] and "temporal_loss" not in layers["tempreg_notsc"]
@@ -81,12 +119,14 @@ def test_variants_differ_only_as_table1_says():
         assert [n for n in layers[name] if n != "temporal_loss"] == [n for n in layers["tempreg"] if n != "temporal_loss"]
 
 def test_every_learnable_layer_has_fillers_and_the_paper_learning_rates():
-    for path in PROTOTXT.glob("*_train.prototxt"):
+    for path in PROTOTXT.rglob("*_train.prototxt"):
         for layer in read_net(path).layer:
             if layer.type in LEARNABLE:
                 sub = layer.recurrent_param if layer.type == "LSTM" else (
                     layer.convolution_param if layer.type == "Convolution" else layer.inner_product_param)
-                assert sub.HasField("weight_filler") and sub.HasField("bias_filler"), f"{path.name}:{layer.name}"
+                has_bias = getattr(sub, "bias_term", True)     # frames_mean (contrast input) has none
+                assert sub.HasField("weight_filler") and (sub.HasField("bias_filler") or not has_bias), \
+                    f"{path}:{layer.name}"
             if layer.name == "lstm1":
                 for filler in (layer.recurrent_param.weight_filler, layer.recurrent_param.bias_filler):
                     assert (filler.type, filler.min, filler.max) == ("uniform", pytest.approx(-0.01), pytest.approx(0.01))
@@ -96,23 +136,21 @@ def test_every_learnable_layer_has_fillers_and_the_paper_learning_rates():
                 assert layer.param[0].lr_mult == 1
 
 def test_deploy_trunk_is_the_test_trunk():
-    for cfg in CONFIGS.values():
-        for variant in VARIANTS.values():
-            stem = file_stem(cfg, variant)
-            test_layers = {layer.name: layer for layer in read_net(PROTOTXT / f"{stem}_test.prototxt").layer}
-            for layer in read_net(PROTOTXT / f"{stem}_deploy.prototxt").layer:
-                if layer.type in ("Input", "Reshape") and layer.name not in test_layers:
-                    continue
-                ref = test_layers[layer.name]
-                assert (layer.type, list(layer.bottom), layer.param) == (ref.type, list(ref.bottom), ref.param), layer.name
-                assert layer.inner_product_param == ref.inner_product_param
-                assert layer.convolution_param == ref.convolution_param
-                assert layer.recurrent_param == ref.recurrent_param
+    for _, _, stem in recipe_nets():
+        test_layers = {layer.name: layer for layer in read_net(f"{stem}_test.prototxt").layer}
+        for layer in read_net(f"{stem}_deploy.prototxt").layer:
+            if layer.type in ("Input", "Reshape") and layer.name not in test_layers:
+                continue
+            ref = test_layers[layer.name]
+            assert (layer.type, list(layer.bottom), layer.param) == (ref.type, list(ref.bottom), ref.param), layer.name
+            assert layer.inner_product_param == ref.inner_product_param
+            assert layer.convolution_param == ref.convolution_param
+            assert layer.recurrent_param == ref.recurrent_param
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_small_train_nets_run_forward_backward_with_contract_shapes(tmp_path, small_data, variant):
     cfg, n = get_config("small"), 3
-    path = with_source(read_net(PROTOTXT / f"small_{variant}_train.prototxt"), small_data / "all.txt",
+    path = with_source(read_net(PROTOTXT / "demo" / f"{variant}_train.prototxt"), small_data / "all.txt",
                        tmp_path, "train.prototxt", batch_size=n)
     caffe.set_mode_cpu()
     net = caffe.Net(path, caffe.TRAIN)
@@ -131,8 +169,9 @@ def test_small_train_nets_run_forward_backward_with_contract_shapes(tmp_path, sm
 def test_zf_shapes_and_forward_backward_n1(tmp_path_factory):
     """The faithful ZF net on one sequence: 20 x 1 x 1024 into the LSTM, 20 x 1 x 1 out, fc6 9216 inputs."""
     cfg = get_config("zf")
-    data = write_prepared(tmp_path_factory.mktemp("zf"), n_seq=1, size=cfg.stored_size, seed=4)
-    path = with_source(read_net(PROTOTXT / "zf_tempreg_train.prototxt"), data / "all.txt",
+    data = write_prepared(tmp_path_factory.mktemp("zf"), n_seq=1, size=cfg.stored_size, seed=4,
+                          contract=recipe_contract("paper_zf"))
+    path = with_source(read_net(PROTOTXT / "paper_zf" / "tempreg_train.prototxt"), data / "all.txt",
                        tmp_path_factory.mktemp("zfnet"), "train.prototxt", batch_size=1)
     caffe.set_mode_cpu()
     net = caffe.Net(path, caffe.TRAIN)
@@ -146,9 +185,9 @@ def test_zf_shapes_and_forward_backward_n1(tmp_path_factory):
     assert net.blobs["volume_pred"].data.shape == (t, 1, 1)
     assert np.isfinite(net.blobs["l2_loss"].data).all() and np.abs(net.params["conv1"][0].diff).sum() > 0
 
-def deploy_net(variant="tempreg", config="small"):
+def deploy_net(variant="tempreg", recipe="demo"):
     caffe.set_mode_cpu()
-    return caffe.Net(str(PROTOTXT / f"{config}_{variant}_deploy.prototxt"), caffe.TEST)
+    return caffe.Net(str(PROTOTXT / recipe / f"{variant}_deploy.prototxt"), caffe.TEST)
 
 def run_deploy(net, frames, cont):
     """Forward a deploy net on (T*N) x 3 x C x C frames and T x N cont; returns T x N predictions."""
@@ -227,8 +266,9 @@ def test_lstm_reads_the_cycle_twice_and_reports_the_second_reading(tmp_path):
 def test_lrn_can_be_left_out_and_augmentations_reach_the_training_data_layer():
     from models.tempregnet import net_proto
     cfg, variant = get_config("small"), get_variant("tempreg")
-    with_lrn = net_proto(cfg.replace(lrn=True), variant, "train", "x.txt")
-    without = net_proto(cfg.replace(lrn=False, train_roll=True, train_flip=True), variant, "train", "x.txt")
+    with_lrn = net_proto(cfg.replace(lrn=True), variant, "train", "x.txt", label="cycle")
+    without = net_proto(cfg.replace(lrn=False, train_roll=True, train_flip=True), variant, "train", "x.txt",
+                        label="cycle")
     assert [l.name for l in with_lrn.layer if l.type == "LRN"] == ["norm1", "norm2"]
     assert not [l for l in without.layer if l.type == "LRN"]
     pools = {l.name: list(l.bottom) for l in without.layer if l.type == "Pooling"}
@@ -236,10 +276,11 @@ def test_lrn_can_be_left_out_and_augmentations_reach_the_training_data_layer():
     param = json.loads(next(l for l in without.layer if l.name == "data").python_param.param_str)
     assert param["roll"] is True and param["flip"] is True and "warp" not in param
     augment = dict(train_warp=0.3, train_rotate=10.0, train_zoom=0.1, train_gamma=0.2)
-    warped = net_proto(cfg.replace(**augment), variant, "train", "x.txt")
+    warped = net_proto(cfg.replace(**augment), variant, "train", "x.txt", label="cycle")
     param = json.loads(next(l for l in warped.layer if l.name == "data").python_param.param_str)
     assert [param[k] for k in ("warp", "rotate", "zoom", "gamma")] == [0.3, 10.0, 0.1, 0.2]
-    test_net = net_proto(cfg.replace(train_roll=True, train_flip=True, **augment), variant, "test", "x.txt")
+    test_net = net_proto(cfg.replace(train_roll=True, train_flip=True, **augment), variant, "test", "x.txt",
+                         label="cycle")
     param = json.loads(next(l for l in test_net.layer if l.name == "data").python_param.param_str)
     assert not {"roll", "flip", "warp", "rotate", "zoom", "gamma"} & set(param)   # never at test time
 
@@ -248,7 +289,8 @@ def contrast_net(tmp_path, phase="deploy", source=None):
     from models.tempregnet import net_proto
     cfg = get_config("small").replace(input_contrast=True)
     path = tmp_path / f"contrast_{phase}.prototxt"
-    path.write_text(text_format.MessageToString(net_proto(cfg, get_variant("tempreg"), phase, source)))
+    path.write_text(text_format.MessageToString(net_proto(cfg, get_variant("tempreg"), phase, source,
+                                                          label="cycle")))
     caffe.set_mode_cpu()
     return cfg, caffe.Net(str(path), caffe.TRAIN if phase == "train" else caffe.TEST)
 

@@ -13,8 +13,9 @@ import pydicom
 import pytest
 
 from data_prep import prepare
+from tempregnet.contract import SequenceContract, read_contract
 from data_prep.hdf5 import load_prepared, load_rows, read_list
-from data_prep.labels import label_curve, volume_label
+from tempregnet.labels import label_curve, volume_label
 from data_prep.synthetic import (FAKE_BIRTH_DATE, FAKE_PATIENT_ID, FAKE_PATIENT_NAME,
                                  FAKE_STUDY_DATE, write_dicom_cohort, write_nifti_cohort)
 
@@ -85,7 +86,8 @@ def test_layout(prepared):
             assert f[key].dtype.kind == "S"
         prov = json.loads(f.attrs["provenance"])
     assert prov["source"] == "dicom" and prov["input"] == "dicom"
-    assert prov["parameters"]["size"] == SIZE and prov["parameters"]["steps"] == STEPS
+    assert prov["contract"]["stored_size"] == SIZE and prov["contract"]["steps"] == STEPS
+    assert read_contract(out) == SequenceContract(steps=STEPS, stored_size=SIZE, label="cycle", roi=1.0)
     assert prov["counts"]["written"] == n and prov["counts"]["skipped"] == 0
     assert prov["code_version"] and "pydicom" in prov["libraries"]
 
@@ -133,7 +135,7 @@ def test_roi_keeps_the_central_fraction(cohort, tmp_path):
     assert prepare.main(["--source", "dicom", str(cohort), str(out), "--size", "32", "--roi", "0.5",
                          "--folds", "2", "--workers", "1"]) == 0
     data = load_prepared(out)
-    assert data["provenance"]["parameters"]["roi"] == 0.5
+    assert data["provenance"]["contract"]["roi"] == 0.5
     rec = json.loads((cohort / "truth.json").read_text())["sequences"][0]
     frames = dicom_frames(cohort, rec)
     ref = reference_steps(frames, 32, roi=0.5)
@@ -143,6 +145,22 @@ def test_roi_keeps_the_central_fraction(cohort, tmp_path):
     assert min(np.abs(data["frames"][r].astype(float) - whole).max()
                for r in range(len(data["ed"]))) > 10
     assert run_cli("--source", "dicom", cohort, tmp_path / "bad", "--roi", "1.5").returncode == 2
+
+
+def test_recipe_sets_the_contract_and_excludes_the_single_flags(cohort, tmp_path):
+    """--recipe demo prepares the recipe's contract (72 px, roi 0.5, cycle labels, 20 steps) and
+    gives the frames --size 72 --roi 0.5 would; a recipe and a contract flag together are refused."""
+    from tempregnet.recipes import load_recipe
+    out = tmp_path / "demo"
+    assert prepare.main(["--recipe", "demo", str(cohort), str(out), "--folds", "2", "--workers", "1"]) == 0
+    assert read_contract(out) == load_recipe("demo").contract()
+    assert load_prepared(out)["provenance"]["recipe"] == "demo"
+    flags = tmp_path / "flags"
+    assert prepare.main(["--source", "dicom", str(cohort), str(flags), "--size", "72", "--roi", "0.5",
+                         "--folds", "2", "--workers", "1"]) == 0
+    np.testing.assert_array_equal(load_prepared(out)["frames"], load_prepared(flags)["frames"])
+    res = run_cli("--recipe", "demo", cohort, tmp_path / "both", "--size", 64)
+    assert res.returncode == 2 and "--recipe sets --size" in res.stderr
 
 
 def test_lists_and_load_rows(prepared, tmp_path):

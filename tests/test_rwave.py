@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from data_prep.labels import decode_steps, step_positions, volume_label
+from tempregnet.labels import decode_steps, step_positions, volume_label
 from data_prep.rwave import TIE, rwave_frame, snap_ed, trigger_rwave
 
 T = 20

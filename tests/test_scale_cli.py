@@ -7,8 +7,8 @@ import pytest
 
 from cli import run_module
 from data_prep import prepare
-from data_prep.hdf5 import load_provenance
 from data_prep.synthetic import generate_patient, write_dicom_series
+from tempregnet.contract import read_contract
 from trivial_net import STORED, write_prepared, write_run_dir
 
 pytest.importorskip("caffe")
@@ -17,13 +17,9 @@ nib = pytest.importorskip("nibabel")
 FIELD_MM = 128.0
 
 
-def physical_run(folder, parameters):
-    """The trivial run dir, its settings saying it was trained on these prepared parameters."""
-    run = write_run_dir(folder)
-    settings = json.loads((run / "settings.json").read_text())
-    settings["data_parameters"] = parameters
-    (run / "settings.json").write_text(json.dumps(settings))
-    return run
+def physical_run(folder, contract):
+    """The trivial run folder, recorded as trained on data of this (physical) contract."""
+    return write_run_dir(folder, contract=contract)
 
 
 @pytest.fixture(scope="module")
@@ -43,19 +39,18 @@ def phantom_study(tmp_path_factory):
 def physical_prepared(tmp_path_factory, phantom_study):
     out = tmp_path_factory.mktemp("prep") / "prepared"
     assert prepare.main(["--source", "dicom", str(phantom_study[0]), str(out), "--size",
-                         str(STORED), "--field-mm", str(FIELD_MM), "--workers", "1",
+                         str(STORED), "--mm-per-px", repr(FIELD_MM / STORED), "--workers", "1",
                          "--folds", "1"]) == 0
     return out
 
 
 def test_detect_crops_around_the_lv_and_says_where(phantom_study, physical_prepared, tmp_path):
     study, p = phantom_study
-    run = physical_run(tmp_path / "run", load_provenance(physical_prepared)["parameters"])
+    run = physical_run(tmp_path / "run", read_contract(physical_prepared))
     out = tmp_path / "det"
     res = run_module("tools.detect", study, "--run", run, "--out", out, "--plot", "--quiet")
     assert res.returncode == 0, res.stderr
     det = json.loads((out / "detections.json").read_text())
-    assert det["model"]["field_mm"] == FIELD_MM and det["model"]["crop_method"] == "auto"
     assert len(det["sequences"]) == len(p.slices)
     for rec in det["sequences"]:
         crop = rec["crop"]
@@ -75,13 +70,14 @@ def test_detect_without_pixel_size_is_one_problem_until_given(physical_prepared,
     frames[8:16, 8:16] += np.linspace(0, 50, 12)                     # something that changes
     path = tmp_path / "case_4d.nii.gz"
     nib.save(nib.Nifti1Image(frames, np.eye(4)), path)               # pixdim 1 x 1 x 1, no units
-    run = physical_run(tmp_path / "run", load_provenance(physical_prepared)["parameters"])
+    run = physical_run(tmp_path / "run", read_contract(physical_prepared))
     res = run_module("tools.detect", path, "--run", run, "--out", tmp_path / "a", "--quiet")
     assert res.returncode == 1 and "Traceback" not in res.stderr
     problems = [l for l in res.stderr.splitlines() if l.startswith("problem:")]
-    assert len(problems) == 2 and all("placeholder" in l and "--mm-per-px" in l for l in problems)
+    assert len(problems) == 2 and all("placeholder" in l and "--input-mm-per-px" in l
+                                      for l in problems)
     res = run_module("tools.detect", path, "--run", run, "--out", tmp_path / "b", "--quiet",
-                     "--mm-per-px", "1.5")
+                     "--input-mm-per-px", "1.5")
     assert res.returncode == 0, res.stderr
     rec = json.loads((tmp_path / "b" / "detections.json").read_text())["sequences"][0]
     assert rec["crop"]["spacing_from"] == "fallback" and rec["crop"]["input_mm_per_px"] == [1.5, 1.5]
@@ -89,15 +85,15 @@ def test_detect_without_pixel_size_is_one_problem_until_given(physical_prepared,
 
 def test_evaluate_refuses_frames_of_another_geometry(physical_prepared, tmp_path):
     legacy = write_prepared(tmp_path / "legacy", [(20, 0, 7, 0, 7), (15, 4, 9, 4, 9)], [[0], [1]])
-    physical = load_provenance(physical_prepared)["parameters"]
+    physical = read_contract(physical_prepared)
     run = physical_run(tmp_path / "run", physical)
     res = run_module("tools.evaluate_afd", "--run", run, "--list", legacy / "fold0_test.txt",
                      "--out", tmp_path / "e1")
-    assert res.returncode == 2 and "field_mm" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 2 and "mm_per_px" in res.stderr and "Traceback" not in res.stderr
     res = run_module("tools.evaluate_afd", "--run", run, "--list",
                      physical_prepared / "all.txt", "--out", tmp_path / "e2")
     assert res.returncode == 0, res.stderr
-    other = physical_run(tmp_path / "run2", dict(physical, field_mm=200.0, mm_per_px=200 / STORED))
+    other = physical_run(tmp_path / "run2", physical.replace(mm_per_px=200 / STORED))
     res = run_module("tools.evaluate_afd", "--run", other, "--list",
                      physical_prepared / "all.txt", "--out", tmp_path / "e3")
-    assert res.returncode == 2 and "field_mm" in res.stderr
+    assert res.returncode == 2 and "mm_per_px" in res.stderr

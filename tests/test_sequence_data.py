@@ -1,5 +1,6 @@
 """SequenceData: time-major tops, cont, labels, crops, epoch order and bad input, against direct HDF5 reads."""
 import json
+import re
 
 import caffe
 import h5py
@@ -7,16 +8,23 @@ import numpy as np
 import pytest
 
 from data_prep.errors import InputError
-from data_prep.net_input import ZF_MEAN
 from fixtures_h5 import write_prepared
-from data_prep.labels import volume_label
 from layers.sequence_data import gamma_curve, load_sequences, parse_param_str, rotate_zoom, warp_systole
+from tempregnet.contract import SequenceContract
+from tempregnet.labels import volume_label
+from tempregnet.net_input import ZF_MEAN
 
 T = 20
 SIZE, CROP = 24, 16
+EXPECTS = dict(n_steps=T, stored_size=SIZE, label="cycle")   # what the net expects of the data
+
+def param_json(**params) -> str:
+    """A param_str with the required keys (source "x") and params on top."""
+    return json.dumps({"source": "x", "batch_size": 1, "crop": 8, **EXPECTS, **params})
 
 def data_net(tmp_path, **params):
-    """A net holding only the data layer, built from param_str."""
+    """A net holding only the data layer, built from param_str (EXPECTS unless given)."""
+    params = {**EXPECTS, **params}
     path = tmp_path / "data_net.prototxt"
     path.write_text(f"""layer {{ name: "data" type: "Python" top: "frames" top: "cont" top: "label"
   python_param {{ module: "layers.sequence_data" layer: "SequenceData" param_str: '{json.dumps(params)}' }} }}
@@ -85,11 +93,11 @@ def test_train_mode_shuffles_each_epoch_and_crops_each_sequence_once(tmp_path, p
 def test_param_str_validation(tmp_path, prepared):
     folder = prepared[0]
     with pytest.raises(ValueError, match="unknown param_str keys"):
-        parse_param_str(json.dumps(dict(source="x", batch_size=1, crop=8, shuffle=True)))
+        parse_param_str(param_json(shuffle=True))
     with pytest.raises(ValueError, match="lacks required keys"):
         parse_param_str(json.dumps(dict(batch_size=1, crop=8)))
     with pytest.raises(ValueError, match="positive integer"):
-        parse_param_str(json.dumps(dict(source="x", batch_size=0, crop=8)))
+        parse_param_str(param_json(batch_size=0))
     with pytest.raises(Exception, match="larger than the stored frame size"):
         data_net(tmp_path, source=str(folder / "all.txt"), batch_size=1, crop=SIZE + 1)
 
@@ -98,19 +106,19 @@ def test_bad_inputs_name_the_file(tmp_path, prepared):
     bad = tmp_path / "bad.txt"
     bad.write_text("sequences.h5 notanumber\n")
     with pytest.raises(InputError, match="bad.txt: line 1"):
-        load_sequences(bad, T)
+        load_sequences(bad, T, SIZE)
     out_of_range = folder / "out_of_range.txt"
     out_of_range.write_text("sequences.h5 99\n")
     with pytest.raises(InputError, match=r"out_of_range.txt: row 99 beyond"):
-        load_sequences(out_of_range, T)
+        load_sequences(out_of_range, T, SIZE)
     with pytest.raises(InputError, match="split list not found"):
-        load_sequences(tmp_path / "missing.txt", T)
+        load_sequences(tmp_path / "missing.txt", T, SIZE)
     empty = tmp_path / "empty.txt"
     empty.write_text("\n")
     with pytest.raises(InputError, match="split list is empty"):
-        load_sequences(empty, T)
-    with pytest.raises(InputError, match="expected 10 x S x S"):
-        load_sequences(folder / "all.txt", 10)
+        load_sequences(empty, T, SIZE)
+    with pytest.raises(InputError, match="expected 10 x 24 x 24"):
+        load_sequences(folder / "all.txt", 10, SIZE)
 
 def training_batches(tmp_path, folder, n, batches, **augment):
     """(net, T x N x C x C stored grey values) after each of a few forward passes in training mode."""
@@ -163,11 +171,11 @@ def test_flip_mirrors_whole_sequences_at_random(tmp_path, prepared):
 
 def test_roll_and_flip_are_for_training_only(prepared):
     with pytest.raises(ValueError, match="roll is a training augmentation"):
-        parse_param_str(json.dumps(dict(source="x", batch_size=1, crop=8, roll=True)))
+        parse_param_str(param_json(roll=True))
     with pytest.raises(ValueError, match="flip is a training augmentation"):
-        parse_param_str(json.dumps(dict(source="x", batch_size=1, crop=8, flip=True)))
+        parse_param_str(param_json(flip=True))
     with pytest.raises(ValueError, match="roll must be true or false"):
-        parse_param_str(json.dumps(dict(source="x", batch_size=1, crop=8, train=True, roll=1)))
+        parse_param_str(param_json(train=True, roll=1))
 
 def ramp(t=T, size=4):
     """A cycle whose step-k frame is the constant 10 k: the value names the source time."""
@@ -196,7 +204,7 @@ def test_warp_keeps_ed_wraps_the_cycle_and_respects_paper_labels():
 
 def test_warp_by_one_returns_the_stored_sequence_and_label(prepared):
     folder, frames, labels = prepared
-    stored, stored_labels, phases = load_sequences(folder / "all.txt", T)
+    stored, stored_labels, phases = load_sequences(folder / "all.txt", T, SIZE)
     for row in range(len(stored)):
         got_frames, got_label = warp_systole(stored[row], *phases[row], 1.0, "cycle")
         np.testing.assert_array_equal(got_frames, frames[row])
@@ -205,7 +213,7 @@ def test_warp_by_one_returns_the_stored_sequence_and_label(prepared):
 def test_warp_in_the_layer_draws_a_scale_per_sequence_and_relabels(tmp_path, prepared):
     folder, frames, labels = prepared
     n, seed, warp = 5, 2, 0.5
-    _, _, phases = load_sequences(folder / "all.txt", T)
+    _, _, phases = load_sequences(folder / "all.txt", T, SIZE)
     rng = np.random.default_rng(seed)       # the layer's draws, in its order: epoch, then per slot
     scales = []
     for net, grey in training_batches(tmp_path, folder, n, 3, seed=seed, warp=warp):
@@ -261,12 +269,35 @@ def test_rotate_zoom_and_gamma_in_the_layer_draw_once_per_sequence(tmp_path, pre
 def test_rotate_zoom_and_gamma_are_for_training_only_and_bounded():
     for key, bad in (("rotate", 200), ("zoom", 1.5), ("zoom", True), ("gamma", -0.1)):
         with pytest.raises(ValueError, match=f"{key} must be a number"):
-            parse_param_str(json.dumps({"source": "x", "batch_size": 1, "crop": 8, "train": True, key: bad}))
+            parse_param_str(param_json(train=True, **{key: bad}))
         with pytest.raises(ValueError, match=f"{key} is a training augmentation"):
-            parse_param_str(json.dumps({"source": "x", "batch_size": 1, "crop": 8, key: 0.1}))
+            parse_param_str(param_json(**{key: 0.1}))
 
 def test_warp_is_for_training_only_and_bounded():
     with pytest.raises(ValueError, match="warp is a training augmentation"):
-        parse_param_str(json.dumps(dict(source="x", batch_size=1, crop=8, warp=0.3)))
+        parse_param_str(param_json(warp=0.3))
     with pytest.raises(ValueError, match=r"warp must be a number in \[0, 1\]"):
-        parse_param_str(json.dumps(dict(source="x", batch_size=1, crop=8, train=True, warp=2)))
+        parse_param_str(param_json(train=True, warp=2))
+
+
+def test_the_layer_refuses_data_of_another_contract(tmp_path, prepared):
+    """Plain `caffe train` is as safe as tools.train: the net's expectations (steps, stored size,
+    label convention) are checked against the listed files' sequence contract, in one error."""
+    folder = prepared[0]
+    source = str(folder / "all.txt")
+    for changes, said in ((dict(stored_size=32), "stored_size 24 (the net expects 32)"),
+                          (dict(n_steps=10), "steps 20 (the net expects 10)"),
+                          (dict(label="paper"), "label 'cycle' (the net expects 'paper')")):
+        with pytest.raises(Exception, match=re.escape(said)):
+            data_net(tmp_path, source=source, batch_size=1, crop=CROP, **changes)
+    paper = write_prepared(tmp_path / "paper", n_seq=2, size=SIZE, seed=4, contract=SequenceContract(
+        steps=T, stored_size=SIZE, label="paper", roi=1.0))
+    data_net(tmp_path, source=str(paper / "all.txt"), batch_size=1, crop=CROP, label="paper")
+    with pytest.raises(ValueError, match="roll needs 'cycle' labels"):       # rolled paper labels
+        parse_param_str(param_json(train=True, roll=True, label="paper"))
+    bare = tmp_path / "bare"
+    write_prepared(bare, n_seq=2, size=SIZE, seed=4)
+    with h5py.File(bare / "sequences.h5", "a") as f:                      # no contract recorded
+        f.attrs["provenance"] = json.dumps({"source": "older version"})
+    with pytest.raises(Exception, match="no sequence contract recorded"):
+        data_net(tmp_path, source=str(bare / "all.txt"), batch_size=1, crop=CROP)

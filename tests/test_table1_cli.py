@@ -14,7 +14,22 @@ from trivial_net import write_run_dir
 pytest.importorskip("caffe")
 synthetic = pytest.importorskip("data_prep.synthetic")
 
-STORED, CROP = 32, 24
+CROP = 24              # the trivial net's input; the frames are the recipe's (config small: 72 px)
+RECIPE = """description = "table1 test fixture"
+config = "small"
+variants = ["cnn_reg", "tempreg_notsc", "tempreg"]
+iterations = 1
+decoder = "fit"
+imagenet_weights = false
+seed = 0
+folds = "cv"
+[data]
+source = "dicom"
+seed = 0
+label = "cycle"
+roi = 1.0
+[overrides]
+"""
 VARIANTS = ("cnn_reg", "tempreg_notsc", "tempreg")
 STACKED = tuple(f"{v}_stack" for v in VARIANTS)     # the same nets, decoded per cine stack
 METHODS = ("level_set", "graph_cut") + VARIANTS + STACKED + ("trivial",)
@@ -26,21 +41,23 @@ def run_table1(*args):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
+    from tempregnet.contract import read_contract
+    from tempregnet.recipes import load_recipe
     root = tmp_path_factory.mktemp("table1")
+    recipe_file = root / "fixture.toml"
+    recipe_file.write_text(RECIPE)
     synthetic.write_dicom_cohort(root / "cohort", 4, seed=11, size=64)
-    subprocess.run([sys.executable, "-m", "data_prep.prepare", "--source", "dicom",
-                    root / "cohort", root / "prep", "--size", str(STORED), "--workers", "1"],
+    subprocess.run([sys.executable, "-m", "data_prep.prepare", "--recipe", recipe_file,
+                    root / "cohort", root / "prep", "--workers", "1"],
                    check=True, capture_output=True)
+    recipe, contract = load_recipe(recipe_file), read_contract(root / "prep")
     for variant in VARIANTS:
         for fold in range(4):
-            run = write_run_dir(root / "runs" / f"fixture_{variant}_fold{fold}", crop=CROP,
-                                stored=STORED, data=root / "prep")
-            settings = json.loads((run / "settings.json").read_text())
-            settings.update(variant=variant, fold=str(fold))
-            (run / "settings.json").write_text(json.dumps(settings))
+            write_run_dir(root / "runs" / f"fixture_{variant}_fold{fold}", crop=CROP,
+                          contract=contract, recipe=recipe, variant=variant, fold=fold)
     out = root / "results"
-    res = run_table1("--data", root / "prep", "--config", "fixture", "--iters", 1,
-                     "--runs", root / "runs", "--out", out)
+    res = run_table1("--recipe", recipe_file, "--data", root / "prep", "--runs", root / "runs",
+                     "--out", out)
     return root, out, res
 
 
@@ -111,12 +128,12 @@ def test_markdown_has_the_papers_numbers_and_the_notes(setup):
     for paper in ("0.38 / 0.44", "1.54 / 1.24", "2.27 / 1.65", "1.30 / 1.97", "0.47 / 0.52"):
         assert paper in md
     assert "ImageNet weights: no" in md and "population" in md and "unattended" in md
-    assert f"{STORED} x {STORED}" in md and f"{CROP} x {CROP}" in md
+    assert "72 x 72" in md and f"{CROP} x {CROP}" in md and "Recipe: 'fixture'" in md
 
 
 def test_refuses_to_overwrite_results(setup):
     root, out, _ = setup
-    res = run_table1("--data", root / "prep", "--config", "fixture", "--iters", 1,
+    res = run_table1("--recipe", root / "fixture.toml", "--data", root / "prep",
                      "--runs", root / "runs", "--out", out)
     assert res.returncode == 2
     assert "--force" in res.stderr and "Traceback" not in res.stderr
@@ -124,6 +141,6 @@ def test_refuses_to_overwrite_results(setup):
 
 def test_mismatched_run_is_refused_not_silently_reused(setup):
     root, _, _ = setup
-    res = run_table1("--data", root / "prep", "--config", "fixture", "--iters", 7,
+    res = run_table1("--recipe", root / "fixture.toml", "--data", root / "prep", "--iters", 7,
                      "--runs", root / "runs", "--out", root / "other", "--no-baselines")
     assert res.returncode == 2 and "--retrain" in res.stderr and "Traceback" not in res.stderr

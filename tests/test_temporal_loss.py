@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from layers.temporal_loss import parse_param_str, temporal_loss_and_grad
-from tools.plot_training import parse_log
+from tempregnet.training_log import parse_log
 
 CAFFE_BIN = Path(sys.prefix) / "bin" / "caffe"
 

@@ -1,4 +1,5 @@
-"""tools.train on a synthetic disc cohort: the loss falls, held-out RMSE beats a constant, run dir, resume, CLI errors."""
+"""tools.train on a synthetic disc cohort: the loss falls, held-out RMSE beats a constant, the run
+folder (read back by the one run reader), resume, recipe and contract checks, CLI errors."""
 import json
 import shutil
 
@@ -10,12 +11,15 @@ from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
 from data_prep.errors import InputError
-from data_prep.net_input import net_input
-from fixtures_h5 import write_prepared
+from fixtures_h5 import recipe_contract, write_prepared
 from models.config import get_config
+from tempregnet import training
+from tempregnet.contract import read_contract
+from tempregnet.net_input import net_input
+from tempregnet.recipes import load_recipe, parse_overrides
+from tempregnet.runs import final_model_path, read_model_folder
+from tempregnet.training_log import parse_log
 from tools import train as train_tool
-from tools.plot_training import parse_log
-from tools.predict import final_model_path
 
 pytestmark = pytest.mark.slow   # 20-45 s here: trains the small net for 150 iterations
 
@@ -25,16 +29,17 @@ N_SEQ, N_TEST = 48, 12
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     cfg = get_config("small")
-    data = write_prepared(tmp_path_factory.mktemp("cohort"), N_SEQ, cfg.stored_size, seed=5, n_test=N_TEST)
-    run_dir = tmp_path_factory.mktemp("runs") / "small_tempreg"
-    final = train_tool.train(data, 0, "tempreg", "small", ITERS, out=run_dir, seed=1)
+    data = write_prepared(tmp_path_factory.mktemp("cohort"), N_SEQ, cfg.stored_size, seed=5,
+                          n_test=N_TEST, contract=recipe_contract("demo"))
+    run_dir = tmp_path_factory.mktemp("runs") / "demo_tempreg"
+    final = training.train("demo", data, 0, "tempreg", ITERS, out=run_dir, seed=1)
     return data, run_dir, final
 
 def predict(run_dir, model, frames):
     """Deploy net of the run on M x T x S x S stored frames, centre crop: M x T predictions."""
     cfg = get_config("small")
     caffe.set_mode_cpu()
-    net = caffe.Net(str(run_dir / "small_tempreg_deploy.prototxt"), str(model), caffe.TEST)
+    net = caffe.Net(str(run_dir / "demo_tempreg_deploy.prototxt"), str(model), caffe.TEST)
     t, m = cfg.n_steps, len(frames)
     batch = np.stack([net_input(seq, cfg.crop) for seq in frames], axis=1)   # T x M x 3 x C x C
     cont = np.ones((t, m), np.float32)
@@ -68,95 +73,160 @@ def test_run_directory_is_complete(trained, tmp_path):
     moved = tmp_path / "moved"                      # a run folder still evaluates after a move
     shutil.copytree(run_dir, moved)
     assert final_model_path(moved) == moved / "snapshots" / final.name
-    assert final.is_file() and final.name == f"small_tempreg_iter_{ITERS}.caffemodel"
+    assert final.is_file() and final.name == f"demo_tempreg_iter_{ITERS}.caffemodel"
     settings = json.loads((run_dir / "settings.json").read_text())
     assert settings["variant"] == "tempreg" and settings["iters"] == ITERS and settings["beta"] == 1.0
     assert settings["imagenet_init"] is False and settings["n_test"] == N_TEST
-    solver = text_format.Parse((run_dir / "small_tempreg_solver.prototxt").read_text(), caffe_pb2.SolverParameter())
+    assert settings["recipe"] == load_recipe("demo").to_dict() and settings["seed"] == 1
+    solver = text_format.Parse((run_dir / "demo_tempreg_solver.prototxt").read_text(), caffe_pb2.SolverParameter())
     expected_mode = caffe_pb2.SolverParameter.GPU if settings["solver_mode"] == "GPU" else caffe_pb2.SolverParameter.CPU
     assert solver.solver_mode == expected_mode
-    assert solver.train_net == str(run_dir / "small_tempreg_train.prototxt")
-    train_net = (run_dir / "small_tempreg_train.prototxt").read_text()
+    assert solver.train_net == str(run_dir / "demo_tempreg_train.prototxt")
+    train_net = (run_dir / "demo_tempreg_train.prototxt").read_text()
     assert str(data / "fold0_train.txt").replace("/", "\\/") in train_net or str(data / "fold0_train.txt") in train_net
     assert (run_dir / "training_curves.png").stat().st_size > 1000
 
+def test_the_run_reader_reads_the_folder_tools_train_wrote(trained, tmp_path):
+    """tempregnet.runs / inference.load_model on a real run folder: the contract is the data's,
+    the net the run's deploy net with its final weights, and its predictions the direct ones."""
+    from data_prep.hdf5 import load_rows
+    from tempregnet.inference import load_model, predict_rows
+    data, run_dir, final = trained
+    model = read_model_folder(run_dir)
+    assert model.contract == read_contract(data) == recipe_contract("demo")
+    assert model.deploy == run_dir / "demo_tempreg_deploy.prototxt" and model.weights == final
+    assert model.description()["recipe"] == "demo" and model.description()["decoder"] == "fit"
+    loaded = load_model(run_dir)
+    assert loaded.crop == get_config("small").crop and loaded.contract.label == "cycle"
+    rows = load_rows(data / "fold0_test.txt")
+    records = predict_rows(loaded, rows, batch=3)
+    np.testing.assert_allclose([r["curve"] for r in records], predict(run_dir, final, rows["frames"]),
+                               rtol=1e-5, atol=1e-6)
+    # a shipped model folder: deploy.prototxt + one caffemodel + contract.json, nothing else
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    shutil.copy(model.deploy, shipped / "deploy.prototxt")
+    shutil.copy(final, shipped / "model.caffemodel")
+    shutil.copy(run_dir / "contract.json", shipped / "contract.json")
+    again = predict_rows(load_model(shipped), rows, batch=3)
+    assert [r["curve"] for r in again] == [r["curve"] for r in records]
+    (shipped / "contract.json").unlink()
+    with pytest.raises(InputError, match="no contract.json"):
+        read_model_folder(shipped)
+
 def test_resume_continues_from_the_newest_solverstate(trained):
     _, run_dir, _ = trained
-    final = train_tool.train(None, 0, out=run_dir, resume=True, iters=ITERS + 10)
-    assert final.name == f"small_tempreg_iter_{ITERS + 10}.caffemodel"
+    final = training.train(None, None, None, out=run_dir, resume=True, iters=ITERS + 10)
+    assert final.name == f"demo_tempreg_iter_{ITERS + 10}.caffemodel"
     assert final_model_path(run_dir) == final
     log = (run_dir / "train.log").read_text()
-    assert f"Resuming from {run_dir / 'snapshots' / f'small_tempreg_iter_{ITERS}.solverstate'}" in log
+    assert f"Resuming from {run_dir / 'snapshots' / f'demo_tempreg_iter_{ITERS}.solverstate'}" in log
+
+def test_reuse_keeps_a_finished_run_of_the_same_settings_only(trained, capsys):
+    data, run_dir, _ = trained
+    iters = json.loads((run_dir / "settings.json").read_text())["iters"]
+    before = (run_dir / "final_model.txt").read_text()
+    args = ["--recipe", "demo", "--data", str(data), "--fold", "0", "--out", str(run_dir), "--reuse"]
+    assert train_tool.main(args + ["--iters", str(iters)]) == 0
+    assert "reusing it" in capsys.readouterr().out
+    assert (run_dir / "final_model.txt").read_text() == before
+    assert train_tool.main(args + ["--iters", str(iters + 1)]) == 1
+    assert "finished run with other iters" in capsys.readouterr().err
 
 def test_existing_run_dir_is_refused_without_force(trained, capsys):
     data, run_dir, _ = trained
-    code = train_tool.main(["--data", str(data), "--fold", "0", "--iters", "5", "--out", str(run_dir)])
+    code = train_tool.main(["--recipe", "demo", "--data", str(data), "--fold", "0", "--iters", "5",
+                            "--out", str(run_dir)])
     err = capsys.readouterr().err.strip()
-    assert code == 1 and "run directory exists" in err and len(err.splitlines()) == 1
+    assert code == 1 and "run folder exists" in err and len(err.splitlines()) == 1
 
 @pytest.mark.parametrize("args,message", [
     (["--fold", "0", "--iters", "5", "--data", "/nonexistent/prepared"], "prepared data folder not found"),
-    (["--fold", "0", "--iters", "5", "--config", "zf", "--data", "."], "needs --weights"),
+    (["--fold", "0", "--iters", "5", "--recipe", "paper_zf", "--data", "."], "needs --weights"),
     (["--fold", "9", "--iters", "5"], "split list for fold 9 not found"),
+    (["--fold", "0", "--recipe", "no_such_recipe"], "no such recipe"),
+    (["--fold", "0", "--recipe", "acdc"], "label 'cycle' (the recipe acdc's 'paper')"),
 ])
 def test_bad_arguments_exit_1_with_one_line(trained, tmp_path, capsys, args, message):
     data = trained[0]
     if "--data" not in args:
         args = args + ["--data", str(data)]
+    if "--recipe" not in args:
+        args = args + ["--recipe", "demo"]
     code = train_tool.main(args + ["--out", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip()
     assert code == 1 and message in err and len(err.splitlines()) == 1, err
 
-def test_net_overrides_are_typed_and_checked():
-    parse = train_tool.parse_net_overrides
-    assert parse(["lstm_cycles=1", "train_roll=false", "base_lr=0.01", "solver_type=SGD"]) == dict(
+def test_overrides_are_typed_and_checked():
+    assert parse_overrides(["lstm_cycles=1", "train_roll=false", "base_lr=0.01", "solver_type=SGD"]) == dict(
         lstm_cycles=1, train_roll=False, base_lr=0.01, solver_type="SGD")
-    for bad, message in (("no_such_field=1", "KEY one of"), ("crop=32", "KEY one of"),
-                         ("lstm_cycles", "KEY one of"), ("lstm_cycles=two", "not a valid int"),
+    for bad, message in (("no_such_field=1", "may set"), ("crop=32", "may set"),
+                         ("lstm_cycles", "KEY=VALUE"), ("lstm_cycles=two", "not a valid int"),
                          ("train_roll=maybe", "not a valid bool")):
-        with pytest.raises(ValueError, match=message):
-            parse([bad])
+        with pytest.raises(InputError, match=message):
+            parse_overrides([bad])
 
-def test_overrides_reach_the_run_and_roll_needs_cycle_labels(tmp_path):
+RECIPE = """description = "test"
+config = "small"
+variants = ["tempreg"]
+iterations = 5
+decoder = "fit"
+imagenet_weights = false
+seed = 0
+folds = "cv"
+[data]
+source = "dicom"
+seed = 0
+label = "{label}"
+roi = 1.0
+[overrides]
+lstm_cycles = 1
+train_roll = {roll}
+"""
+
+def test_recipe_overrides_reach_the_run_and_roll_needs_cycle_labels(tmp_path):
     cfg = get_config("small")
     data = write_prepared(tmp_path / "cohort", 8, cfg.stored_size, seed=2, n_test=4)
-    s = train_tool.resolve_settings(data, 0, "tempreg", "small", 5, None, None, None, None, None, 0,
-                                    {"lstm_cycles": 1, "train_roll": False})
-    assert s["net_overrides"] == {"lstm_cycles": 1, "train_roll": False}
+    path = tmp_path / "one_pass.toml"
+    path.write_text(RECIPE.format(label="cycle", roll="false"))
+    recipe = load_recipe(path)
+    assert recipe.name == "one_pass" and recipe.overrides == {"lstm_cycles": 1, "train_roll": False}
+    s = training.resolve_settings(recipe, data, 0, "tempreg", 5, None, 0)
+    assert s["recipe"]["overrides"] == {"lstm_cycles": 1, "train_roll": False}
     (tmp_path / "run").mkdir()
-    train_tool.write_run_files(tmp_path / "run", s, gpu=False)
-    net = text_format.Merge((tmp_path / "run" / "small_tempreg_train.prototxt").read_text(),
+    training.write_run_files(tmp_path / "run", recipe, s, gpu=False)
+    net = text_format.Merge((tmp_path / "run" / "one_pass_tempreg_train.prototxt").read_text(),
                             caffe_pb2.NetParameter())
     types = [layer.type for layer in net.layer]
     assert "Concat" not in types and types.count("LSTM") == 1          # one pass, no second reading
     data_layer = next(layer for layer in net.layer if layer.name == "data")
     assert "roll" not in json.loads(data_layer.python_param.param_str)
-    with h5py.File(data / "sequences.h5", "a") as f:                    # pretend 'paper' labels
-        prov = json.loads(f.attrs["provenance"])
-        prov.setdefault("parameters", {})["label"] = "paper"
-        f.attrs["provenance"] = json.dumps(prov)
-    with pytest.raises(ValueError, match="train_roll needs data prepared with --label cycle"):
-        train_tool.resolve_settings(data, 0, "tempreg", "small", 5, None, None, None, None, None, 0)
+    path.write_text(RECIPE.format(label="paper", roll="true"))
+    with pytest.raises(InputError, match="train_roll needs 'cycle' labels"):
+        load_recipe(path)
+    path.write_text(RECIPE.format(label="cycle", roll="true") + "no_such_key = 1\n")
+    with pytest.raises(InputError, match="no_such_key"):
+        load_recipe(path)
 
-def test_frames_must_be_the_size_the_config_crops_from(tmp_path, capsys):
-    data = write_prepared(tmp_path / "cohort", 8, 96, seed=2, n_test=4)
-    with h5py.File(data / "sequences.h5", "a") as f:                    # as data_prep.prepare records it
-        f.attrs["provenance"] = json.dumps({"parameters": {"size": 96, "label": "cycle"}})
-    s = train_tool.resolve_settings(data, 0, "tempreg", "small96", 5, None, None, None, None, None, 0)
-    assert s["data_parameters"]["size"] == 96
-    with pytest.raises(InputError, match="prepared at 96 px; config 'small' expects 72 px"):
-        train_tool.resolve_settings(data, 0, "tempreg", "small", 5, None, None, None, None, None, 0)
+def test_frames_must_be_what_the_recipe_prepares(tmp_path, capsys):
+    data = write_prepared(tmp_path / "cohort", 8, 96, seed=2, n_test=4,
+                          contract=recipe_contract("cross_sunnybrook"))
+    s = training.resolve_settings(load_recipe("cross_sunnybrook"), data, 0, "tempreg", 5, None, 0)
+    assert s["n_test"] == 4
+    with pytest.raises(InputError, match=r"stored_size 96 \(the recipe demo's 72\); roi 1.0 "
+                                         r"\(the recipe demo's 0.5\)"):
+        training.resolve_settings(load_recipe("demo"), data, 0, "tempreg", 5, None, 0)
     from tools import learning_curve                                    # refused before training
-    assert learning_curve.main(["--data", str(data), "--iters", "5", "--every", "5",
+    assert learning_curve.main(["--recipe", "demo", "--data", str(data), "--iters", "5", "--every", "5",
                                 "--out", str(tmp_path / "curve")]) == 1
-    assert "prepared at 96 px; config 'small' expects 72 px" in capsys.readouterr().err
+    assert "stored_size 96 (the recipe demo's 72)" in capsys.readouterr().err
     assert not (tmp_path / "curve" / "train.prototxt").exists()
 
 def test_learning_curve_reports_held_out_afd(trained, tmp_path):
     from tools import learning_curve
     data = trained[0]
     out = tmp_path / "curve"
-    assert learning_curve.main(["--data", str(data), "--iters", "20", "--every", "10",
+    assert learning_curve.main(["--recipe", "demo", "--data", str(data), "--iters", "20", "--every", "10",
                                 "--set", "lstm_cycles=1", "--out", str(out)]) == 0
     lines = json.loads((out / "learning_curve.json").read_text())["lines"]
     assert [line["iteration"] for line in lines] == [10, 20]
@@ -169,16 +239,18 @@ def test_learning_curve_reports_held_out_afd(trained, tmp_path):
     # the last evaluation's records: they give its aFD, and the saved weights give their curves
     records = json.loads((out / "learning_curve.json").read_text())["final_records"]
     assert np.mean([abs(r["es_pred"] - r["es_true"]) for r in records]) == pytest.approx(lines[-1]["afd_es"])
-    from tools import predict
-    loaded = predict.load_net(out / "deploy.prototxt", out / "final.caffemodel", convention="cycle")
-    rows = predict.load_rows(data / "fold0_test.txt")
-    again = predict.predict_rows(loaded, rows)
+    from data_prep.hdf5 import load_rows
+    from tempregnet.inference import load_net, predict_rows
+    loaded = load_net(out / "deploy.prototxt", out / "final.caffemodel", read_contract(data))
+    rows = load_rows(data / "fold0_test.txt")
+    again = predict_rows(loaded, rows)
     np.testing.assert_allclose([r["curve"] for r in again], [r["curve"] for r in records], rtol=1e-4, atol=1e-5)
 
 def test_learning_curve_bad_arguments(trained, capsys):
     from tools import learning_curve
-    assert learning_curve.main(["--data", str(trained[0]), "--iters", "5", "--every", "10"]) == 1
+    assert learning_curve.main(["--recipe", "demo", "--data", str(trained[0]), "--iters", "5",
+                                "--every", "10"]) == 1
     assert capsys.readouterr().err.strip() == "learning_curve: need 1 <= --every <= --iters"
-    assert learning_curve.main(["--data", str(trained[0]), "--fold", "all", "--iters", "5",
-                                "--every", "5"]) == 1
+    assert learning_curve.main(["--recipe", "demo", "--data", str(trained[0]), "--fold", "all",
+                                "--iters", "5", "--every", "5"]) == 1
     assert "no held-out sequences" in capsys.readouterr().err

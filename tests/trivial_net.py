@@ -12,11 +12,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from data_prep.labels import step_positions, volume_label
 from models.config import N_STEPS
+from tempregnet import runs
+from tempregnet.contract import SequenceContract
+from tempregnet.labels import step_positions, volume_label
 
 CROP = 16
 STORED = 24
+CONTRACT = SequenceContract(steps=N_STEPS, stored_size=STORED, label="cycle", roi=1.0)
 
 def write_trivial_net(folder, crop=CROP, batch=2):
     """deploy.prototxt + weights.caffemodel of the mean-brightness net; returns both paths."""
@@ -68,21 +71,23 @@ def write_prepared(folder, cases, folds):
         h5["seq_id"] = np.array([f"s{i:03d}" for i in range(len(cases))], dtype="S")
         h5["group"] = np.array([f"p{i // 2:03d}" for i in range(len(cases))], dtype="S")
         h5.attrs["provenance"] = json.dumps({"source": "test fixture",
-                                             "parameters": {"size": STORED, "label": "cycle"}})
+                                             "contract": CONTRACT.to_dict()})
     for k, rows in enumerate(folds):
         (folder / f"fold{k}_test.txt").write_text("".join(f"sequences.h5 {r}\n" for r in rows))
     return folder
 
-def write_run_dir(folder, crop=CROP, stored=STORED, data=None):
-    """A finished run dir laid out as tools.train leaves it (<stem>_deploy.prototxt, absolute
-    final_model.txt, settings.json), around the trivial net; crop/size given in the settings."""
+def write_run_dir(folder, crop=CROP, contract=CONTRACT, recipe=None, variant="tempreg", fold="0"):
+    """A finished run folder around the trivial net, written by the writer tools.train uses
+    (tempregnet.runs: settings.json, contract.json, final_model.txt) with tools.train's file
+    names (<stem>_deploy.prototxt, snapshots/); recipe: a Recipe whose settings it records."""
     folder = Path(folder)
     deploy, weights = write_trivial_net(folder, crop)
     deploy.rename(folder / "fixture_deploy.prototxt")
-    (folder / "final_model.txt").write_text(f"{weights.resolve()}\n")
-    settings = {"config": "fixture", "variant": "tempreg", "crop": crop, "stored_size": stored,
-                "iters": 1, "imagenet_init": False, "solver_mode": "CPU", "fold": "0"}
-    if data is not None:
-        settings["data"] = str(Path(data).resolve())
-    (folder / "settings.json").write_text(json.dumps(settings))
+    (folder / runs.SNAPSHOTS).mkdir()
+    final = weights.rename(folder / runs.SNAPSHOTS / "fixture_iter_1.caffemodel")
+    recipe_fields = recipe.to_dict() if recipe else {"name": "fixture", "config": "fixture"}
+    settings = {"recipe": recipe_fields, "variant": variant, "fold": str(fold), "iters": 1,
+                "imagenet_init": False, "solver_mode": "CPU"}
+    runs.write_run_record(folder, settings, contract)
+    runs.write_final_model(folder, final)
     return folder

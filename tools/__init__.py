@@ -1,1 +1,1 @@
-"""Command-line entry points: prepare, train, evaluate, detect, reproduce Table 1, demo."""
+"""Command-line shells over the tempregnet library: train, table1, evaluate_afd, detect, demo, recipes, learning_curve, ..."""

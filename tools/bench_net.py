@@ -63,7 +63,9 @@ def bench(config: str, variant: str, batch: int, repeats: int) -> dict:
     fill(deploy, cfg, 1, rng)
     forward = timed(deploy.forward, repeats)
     del deploy
-    train = load(with_inputs(net_proto(cfg, var, "train", batch_size=batch), cfg, batch), caffe.TRAIN)
+    # the data layer (its source and label) is replaced by Input layers: nothing is read
+    train = load(with_inputs(net_proto(cfg, var, "train", "unused.txt", batch_size=batch, label="cycle"),
+                             cfg, batch), caffe.TRAIN)
     fill(train, cfg, batch, rng)
     iteration = timed(lambda: (train.forward(), train.backward()), repeats)
     return dict(config=config, variant=variant, crop=cfg.crop, forward_per_sequence_s=forward,

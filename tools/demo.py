@@ -1,22 +1,27 @@
-"""`make demo`: synthetic cohort -> prepared HDF5 -> Table 1 (4-fold CV) -> results/.
+"""`make demo`: recipe demo end to end: synthetic cohort -> prepared HDF5 -> Table 1 (4-fold CV) -> results/.
 
-The embedded default the project runs with no data at hand. Generated data and finished training
-runs are reused when their parameters match (they are keyed by them); results always go to a new
-`results/demo-<time>/`, with `results/latest` pointing at it, so nothing is overwritten.
+The embedded default the project runs with no data at hand. The cohort and the prepared data are
+reused when they are the recipe's (the cohort is keyed by its size and seed, the prepared data's
+sequence contract must equal the recipe's); finished training runs are reused when their settings
+match. Results always go to a new `results/demo-<time>/`, with `results/latest` pointing at it.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
 from data_prep import prepare, synthetic
-from models.config import get_config
-from tools import table1
+from data_prep.errors import InputError
+from tempregnet.inference import quiet_caffe
+from tempregnet.outputs import OutputExists
+from tempregnet.recipes import load_recipe
+from tempregnet.table1 import Table1Job, run_table1
+from tempregnet.training import check_data
 
-# A CPU-sized run of the small configuration (not the paper's model: see models/config.py).
-DEFAULTS = dict(patients=24, seed=0, config="small", iters=3000, roi=0.5)
+RECIPE = "demo"
 
 
 def banner(text: str) -> None:
@@ -25,61 +30,66 @@ def banner(text: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__.splitlines()[0])
-    p.add_argument("--patients", type=int, default=DEFAULTS["patients"], help="synthetic patients")
-    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
-    p.add_argument("--config", default=DEFAULTS["config"], help="net config (models/config.py)")
-    p.add_argument("--iters", type=int, default=DEFAULTS["iters"], help="iterations per training run")
-    p.add_argument("--roi", type=float, default=DEFAULTS["roi"],
-                   help="central field-of-view fraction kept (the phantom heart is ~1/5 of the "
-                        "frame; at the small net's 64 px the whole frame would show it a few px wide)")
-    p.add_argument("--work", type=Path, default=Path("data/demo"), help="generated data")
+    p.add_argument("--recipe", default=RECIPE, help="a recipe with a synthetic data source")
+    p.add_argument("--iters", type=int, help="iterations per training run (default: the recipe's)")
+    p.add_argument("--cohorts", type=Path, default=Path("data/cohorts"), help="synthetic cohorts")
+    p.add_argument("--prepared", type=Path, default=Path("data/prepared"), help="prepared data")
     p.add_argument("--runs", type=Path, default=Path("runs/demo"), help="training runs")
     p.add_argument("--results", type=Path, default=Path("results"))
     return p
 
 
 def main(argv=None) -> int:
+    quiet_caffe()
     args = build_parser().parse_args(argv)
-    cfg = get_config(args.config)
     started = time.time()
-    key = f"p{args.patients}-s{args.seed}"
-    cohort = args.work / f"cohort-{key}"
-    prepared = args.work / f"prepared-{key}-{cfg.stored_size}px-roi{args.roi:g}"
+    try:
+        recipe = load_recipe(args.recipe)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    spec, contract = recipe.data, recipe.contract()
+    if spec.source != "synthetic":
+        print(f"error: recipe {recipe.name} does not use the synthetic cohort", file=sys.stderr)
+        return 2
+    cohort = args.cohorts / f"synthetic-p{spec.patients}-s{spec.seed}"
+    prepared = args.prepared / recipe.name
 
-    banner(f"1/3 synthetic cine MRI cohort: {args.patients} patients (seed {args.seed}) -> {cohort}")
+    banner(f"1/3 synthetic cine MRI cohort: {spec.patients} patients (seed {spec.seed}) -> {cohort}")
     if (cohort / "truth.json").is_file():
         print("reusing the cohort already there")
     else:
-        code = synthetic.main([str(cohort), "--patients", str(args.patients),
-                               "--seed", str(args.seed), "--format", "dicom"])
+        code = synthetic.main([str(cohort), "--patients", str(spec.patients),
+                               "--seed", str(spec.seed), "--format", "dicom"])
         if code:
             return code
 
-    banner(f"2/3 prepare DICOM -> HDF5 at {cfg.stored_size} px, central {args.roi:g} of the "
-           f"field of view -> {prepared}")
+    banner(f"2/3 prepare DICOM -> HDF5 at {contract.stored_size} px, central {contract.roi:g} of "
+           f"the field of view -> {prepared}")
     if (prepared / "sequences.h5").is_file():
         print("reusing the prepared data already there")
     else:
-        code = prepare.main(["--source", "dicom", str(cohort), str(prepared),
-                             "--size", str(cfg.stored_size), "--roi", str(args.roi),
-                             "--seed", str(args.seed)])
+        code = prepare.main(["--recipe", recipe.name, str(cohort), str(prepared)])
         if code:
             return code
 
     out = args.results / time.strftime("demo-%Y%m%d-%H%M%S")
-    banner(f"3/3 Table 1: train cnn_reg, tempreg_notsc, tempreg on 4 folds ({args.config} config, "
-           f"{args.iters} iterations each), baselines, evaluation -> {out}")
-    code = table1.main(["--data", str(prepared), "--config", args.config,
-                        "--iters", str(args.iters), "--runs", str(args.runs),
-                        "--seed", str(args.seed), "--out", str(out)])
-    if code:
-        return code
+    iters = args.iters or recipe.iterations
+    banner(f"3/3 Table 1: train {', '.join(recipe.variants)} on 4 folds (recipe {recipe.name}, "
+           f"{iters} iterations each), baselines, evaluation -> {out}")
+    try:
+        check_data(recipe, prepared)
+        run_table1(Table1Job(recipe=recipe, data=prepared, runs=args.runs, out=out, iters=iters,
+                             seed=recipe.seed, jobs=min(2, os.cpu_count() or 1)))
+    except (InputError, OutputExists, ValueError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     latest = args.results / "latest"
     if latest.is_symlink() or not latest.exists():
         latest.unlink(missing_ok=True)
         latest.symlink_to(out.name)
 
-    banner("Table 1 on the synthetic cohort")
+    banner(f"Table 1 on the synthetic cohort (recipe {recipe.name})")
     print((out / "table1.md").read_text())
     print(f"results: {out}/ (table1.md, table1.json, table1_per_sequence.csv, test_curves.png, "
           f"training_curves/); also {latest}")

@@ -1,6 +1,6 @@
 """Detect ED and ES frames in new cine MRI: DICOM folders, NIfTI files or ACDC patient folders in.
 
-    python -m tools.detect STUDY [STUDY ...] --run runs/small_tempreg_foldall --out detections/
+    python -m tools.detect STUDY [STUDY ...] --run runs/demo_tempreg_foldall --out detections/
     python -m tools.detect case001/ --model m.caffemodel --deploy d.prototxt --size 72 --out det/ --plot
 
 For every sequence (one slice of one cine series) found: ED and ES in the original frame
@@ -16,190 +16,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from data_prep.errors import InputError
-from data_prep.labels import CONVENTIONS, DECODERS, step_positions, steps_to_frames
 from data_prep.physical import crop_record
-from tools.outputs import (OutputExists, refuse_overwrite, save_figure_atomic, write_csv_atomic,
-                           write_json_atomic)
-
-OUTPUT_JSON, OUTPUT_CSV, PLOT_DIR = "detections.json", "detections.csv", "plots"
-CSV_COLUMNS = ["input", "seq_id", "slice", "n_frames", "ed_0based", "es_0based", "ed_1based",
-               "es_1based", "ed_instance", "es_instance", "ed_true_0based", "es_true_0based",
-               "time_s"]
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-THUMBNAIL_PX = 48
-
-
-def guess_source(path) -> str:
-    """'nifti' for a NIfTI file, 'acdc' for a folder with Info.cfg, 'nifti' for NIfTI-only
-    folders, else 'dicom'."""
-    p = Path(path)
-    if p.is_file():
-        return "nifti" if p.name.lower().endswith(NIFTI_SUFFIXES) else "dicom"
-    if any(True for _ in p.rglob("Info.cfg")):
-        return "acdc"
-    if any(p.rglob("*.nii")) or any(p.rglob("*.nii.gz")):
-        return "nifti"
-    return "dicom"
-
-
-def _nifti_file_sources(path):
-    """Sequence sources of one 4-D NIfTI file (a sequence per slice)."""
-    import nibabel as nib
-    from data_prep.acdc import NiftiSequenceSource
-    from data_prep.sequence import anonymous_key
-    try:
-        shape = nib.load(str(path)).shape
-    except (OSError, ValueError, EOFError) as exc:
-        return [], [InputError(path, f"not a readable NIfTI file ({type(exc).__name__})")]
-    if len(shape) != 4:
-        return [], [InputError(path, f"is {len(shape)}-D {tuple(shape)}; expected 4-D "
-                                     "(x, y, slice, time)")]
-    name = os.path.abspath(path)
-    group = anonymous_key("nifti", "patient", name)
-    return [NiftiSequenceSource(str(path), z, anonymous_key("nifti", name, z), group, "nifti")
-            for z in range(shape[2])], []
-
-
-def find_inputs(path, source: str):
-    """(sequence sources with .load(), problems) for one command-line input."""
-    from data_prep.readers import find_sequences
-    if source == "auto":
-        if not os.path.exists(path):
-            return [], [InputError(path, "does not exist")]
-        source = guess_source(path)
-    if source == "nifti" and os.path.isfile(path):
-        return _nifti_file_sources(path)
-    if source == "dicom" and os.path.isfile(path):
-        return [], [InputError(path, "a DICOM input must be a folder (one or more series)")]
-    return find_sequences(source, path)
-
-
-def _slice_of(seq) -> object:
-    meta = seq.meta or {}
-    for key in ("slice_index", "slice_position"):
-        if meta.get(key) is not None:
-            return meta[key]
-    return ""
-
-
-def detection_record(input_index: int, seq, result: dict) -> dict:
-    """One output row: no identifiers beyond the anonymous seq_id."""
-    ed, es = result["ed"], result["es"]
-    inst = seq.instances if seq.instances is not None and len(seq.instances) == seq.n_frames \
-        else None
-    return {
-        "input": input_index, "seq_id": seq.seq_id, "slice": _slice_of(seq),
-        "n_frames": seq.n_frames, "ed_0based": ed, "es_0based": es,
-        "ed_1based": ed + 1, "es_1based": es + 1,
-        "ed_instance": "" if inst is None else inst[ed],
-        "es_instance": "" if inst is None else inst[es],
-        "ed_true_0based": "" if seq.ed is None else int(seq.ed),
-        "es_true_0based": "" if seq.es is None else int(seq.es),
-        "time_s": round(float(result["time_s"]), 4),
-        "curve_steps": [round(float(v), 5) for v in result["curve"]],
-        **({"stack_size": result["stack_size"]} if "stack_size" in result else {}),
-        **({"crop": result["crop"]} if "crop" in result else {}),
-    }
-
-
-def plot_detection(seq, result: dict, path) -> None:
-    """PNG: the predicted curve on the original frames, ED/ES marked, over a strip of the frames."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from data_prep.preprocess import resize_frames, squash, squash_range
-    n = seq.n_frames
-    curve = result["curve"]
-    ed, es = result["ed"], result["es"]
-    square = _square(seq.frames)
-    thumbs = resize_frames(squash(square, *squash_range(square)).astype(np.float32),
-                           THUMBNAIL_PX) / 255.0
-    fig = plt.figure(figsize=(max(8.0, 0.45 * n), 4.2))
-    ax = fig.add_axes([0.08, 0.42, 0.9, 0.52])
-    ax.plot(np.arange(n), steps_to_frames(curve, n), "-", color="tab:blue",
-            label="prediction on original frames")
-    ax.plot(step_positions(n, curve.size), curve, ".", color="tab:blue", alpha=0.5,
-            label="network steps")
-    ax.axvline(ed, color="tab:red", ls="--", label=f"ED = frame {ed} (0-based)")
-    ax.axvline(es, color="tab:green", ls="--", label=f"ES = frame {es} (0-based)")
-    ax.set_xlim(-0.5, n - 0.5)
-    ax.set_xticks(range(0, n, max(1, n // 12)))
-    ax.set_ylabel("volume-like output")
-    ax.set_title(f"sequence {seq.seq_id}: {n} frames")
-    ax.legend(fontsize=7, loc="upper right")
-    if "crop" in result:                   # where the LV crop was taken, on the mean frame
-        ax.set_position([0.08, 0.42, 0.68, 0.52])
-        inset = fig.add_axes([0.79, 0.42, 0.19, 0.52])
-        c = result["crop"]
-        (r, col), (sr, sc) = c["centre_px"], c["input_mm_per_px"]
-        hr, hc = c["side_mm"] / sr / 2, c["side_mm"] / sc / 2
-        inset.imshow(np.asarray(seq.frames).mean(axis=0), cmap="gray")
-        inset.plot([col - hc, col + hc, col + hc, col - hc, col - hc],
-                   [r - hr, r - hr, r + hr, r + hr, r - hr], "y-", lw=1)
-        inset.set_title(f"{c['side_mm']:g} mm crop", fontsize=7)
-        inset.set_axis_off()
-    strip = fig.add_axes([0.08, 0.03, 0.9, 0.3])
-    tiles = [np.pad(t, 2, constant_values=1.0 if k == ed else 0.5 if k == es else 0.0)
-             for k, t in enumerate(thumbs)]
-    strip.imshow(np.concatenate(tiles, axis=1), cmap="gray", vmin=0, vmax=1,
-                 extent=(-0.5, n - 0.5, 0, 1), aspect="auto")
-    strip.set_axis_off()
-    save_figure_atomic(fig, path, dpi=90)
-    plt.close(fig)
-
-
-def decode_input_stacks(done, convention: str, decoder: str):
-    """(sequence, result) pairs with ED/ES decoded per patient stack (tools.predict.decode_stacks)."""
-    from tools.predict import decode_stacks
-    records = [{"group": seq.group, "n_frames": seq.n_frames, "curve": result["curve"],
-                "time_s": result["time_s"]} for seq, result in done]
-    stacked = decode_stacks(records, convention, decoder)
-    return [(seq, {**result, "ed": rec["ed_pred"], "es": rec["es_pred"], "time_s": rec["time_s"],
-                   "stack_size": rec["stack_size"]})
-            for (seq, result), rec in zip(done, stacked)]
-
-
-def _square(frames):
-    from data_prep.preprocess import centre_square
-    return centre_square(np.asarray(frames, dtype=np.float32))
-
-
-def _loaded(found, loaded, fallback_mm, problem):
-    """(item, sequence, crop) per found sequence; crop = (spacing, HeartCrop, spacing source)
-    for a model trained on fixed-mm frames (LV crops found per patient stack), else None."""
-    if not loaded.physical:
-        for item in found:
-            try:
-                yield item, item.load(), None
-            except InputError as err:
-                problem(err)
-        return
-    from data_prep.physical import stack_crops
-    params = dict(loaded.scale, input_mm_per_px_fallback=fallback_mm)
-    by_group: dict = {}
-    for item in found:
-        by_group.setdefault(item.group, []).append(item)
-    for items in by_group.values():
-        pairs = []
-        for item in items:
-            try:
-                pairs.append((item, item.load()))
-            except InputError as err:
-                problem(err)
-        placed, problems = stack_crops([q for _, q in pairs], params, [i.where for i, _ in pairs])
-        for err in problems:
-            problem(err)
-        by_seq = {id(seq): (sp, crop, how) for seq, sp, how, crop, _ in placed}
-        for item, seq in pairs:
-            if id(seq) in by_seq:
-                yield item, seq, by_seq[id(seq)]
+from tempregnet.contract import SequenceContract
+from tempregnet.detection import (OUTPUT_CSV, OUTPUT_JSON, PLOT_DIR, CSV_COLUMNS,
+                                  decode_input_stacks, detection_record, find_inputs,
+                                  loaded_sequences, plot_detection)
+from tempregnet.inference import deploy_steps, load_model, load_net, predict_sequence, quiet_caffe
+from tempregnet.labels import CONVENTIONS, DECODERS
+from tempregnet.outputs import OutputExists, refuse_overwrite, write_csv_atomic, write_json_atomic
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", choices=("auto", "dicom", "acdc", "nifti", "sunnybrook"),
                    default="auto", help="input type (default: guessed per input)")
     net = p.add_mutually_exclusive_group(required=True)
-    net.add_argument("--run", help="training run directory (tools/train.py)")
+    net.add_argument("--run", help="run folder (tools.train) or model folder (tempregnet.runs)")
     net.add_argument("--model", help="caffemodel (with --deploy)")
     p.add_argument("--deploy", help="deploy prototxt (with --model)")
     p.add_argument("--size", type=int, help="stored frame side the model was trained on (--model)")
@@ -217,10 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "training data kept (1.0 with --model); set it when this data's field of "
                         "view differs (e.g. 0.4 for full 350 mm frames and a model trained on "
                         "heart-cropped ACDC)")
-    p.add_argument("--crop", type=int, help="net input side (--model; default: from the deploy)")
-    p.add_argument("--mm-per-px", type=float,
-                   help="input pixel size for sequences whose header states none, when the model "
-                        "was trained on fixed-mm frames (prepare --field-mm)")
+    p.add_argument("--input-mm-per-px", type=float,
+                   help="input pixel size for sequences whose header states none (no "
+                        "PixelSpacing, NIfTI's 1 x 1 x 1 placeholder), for a model trained on "
+                        "fixed-mm frames (docs/scale-and-crop.md)")
     p.add_argument("--label", choices=CONVENTIONS, default="cycle",
                    help="label convention the model was trained with (--model)")
     p.add_argument("--decoder", choices=DECODERS, default="fit")
@@ -236,22 +66,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_model(args):
-    from tools import predict
     if args.roi is not None and not 0 < args.roi <= 1:
         raise ValueError("--roi must be in (0, 1]")
+    if args.input_mm_per_px is not None and not args.input_mm_per_px > 0:
+        raise ValueError("--input-mm-per-px must be > 0")
     if args.run:
-        loaded = predict.load_run(args.run, gpu=args.gpu)
-        return loaded if args.roi is None else dataclasses.replace(loaded, roi=args.roi)
+        loaded = load_model(args.run, gpu=args.gpu)
+        if args.roi is None:
+            return loaded
+        return dataclasses.replace(loaded, contract=loaded.contract.replace(roi=args.roi))
     if not args.deploy or not args.size:
         raise ValueError("--model needs --deploy and --size (the stored frame side it was "
-                         "trained on, e.g. 72 for config small, 224 for zf)")
-    return predict.load_net(args.deploy, args.model, crop=args.crop, convention=args.label,
-                            stored_size=args.size, roi=args.roi or 1.0, gpu=args.gpu)
+                         "trained on, e.g. 72 for recipe demo, 224 for paper_zf)")
+    contract = SequenceContract(steps=deploy_steps(args.deploy), stored_size=args.size,
+                                label=args.label, roi=args.roi or 1.0)
+    return load_net(args.deploy, args.model, contract, gpu=args.gpu)
 
 
 def main(argv=None) -> int:
     from tqdm import tqdm
-    from tools import predict
+    quiet_caffe()
     args = build_parser().parse_args(argv)
     out = Path(args.out)
     try:
@@ -278,7 +112,7 @@ def main(argv=None) -> int:
                    f"{rec['es_0based']} (0-based; 1-based {rec['ed_1based']} / "
                    f"{rec['es_1based']}) of {seq.n_frames} frames in {rec['time_s']:.2f} s")
         if args.plot:
-            plot_detection(seq, result, out / PLOT_DIR / f"{seq.seq_id}.png")
+            plot_detection(seq, result, out / PLOT_DIR / f"{seq.seq_id}.png", loaded.contract)
 
     bar = tqdm(args.inputs, desc="studies", unit="study", disable=args.quiet, file=sys.stderr)
     for index, path in enumerate(bar, 1):
@@ -286,9 +120,10 @@ def main(argv=None) -> int:
         for err in problems:
             problem(err)
         held = []       # --stack: this input's (sequence, result) until its stacks are decoded
-        for item, seq, crop in _loaded(found, loaded, args.mm_per_px, problem):
+        for item, seq, crop in loaded_sequences(found, loaded.contract, args.input_mm_per_px,
+                                                problem):
             try:
-                result = predict.predict_sequence(loaded, seq, args.decoder, crop=crop)
+                result = predict_sequence(loaded, seq, args.decoder, crop=crop)
             except InputError as err:
                 problem(err)
                 continue
@@ -302,7 +137,7 @@ def main(argv=None) -> int:
             else:                           # reported at once: no input's frames are kept
                 report(index, seq, result)
         if held:                            # a stack never spans two inputs
-            for seq, result in decode_input_stacks(held, loaded.convention, args.decoder):
+            for seq, result in decode_input_stacks(held, loaded.contract.label, args.decoder):
                 report(index, seq, result)
         bar.set_postfix(sequences=len(records), problems=n_problems)
     bar.close()

@@ -1,9 +1,9 @@
 """aFD / STD of ED and ES per fold and pooled, from a predictions file or by running a trained net.
 
     python -m tools.evaluate_afd --predictions preds.csv --out results/eval
-    python -m tools.evaluate_afd --run runs/tempreg/fold0 --list data/prepared/fold0_test.txt \
-        --run runs/tempreg/fold1 --list data/prepared/fold1_test.txt ... --out results/eval
-    python -m tools.evaluate_afd --model m.caffemodel --deploy deploy.prototxt --crop 64 \
+    python -m tools.evaluate_afd --run runs/demo_tempreg_fold0 --list data/prepared/demo/fold0_test.txt \
+        --run runs/demo_tempreg_fold1 --list data/prepared/demo/fold1_test.txt ... --out results/eval
+    python -m tools.evaluate_afd --model m.caffemodel --deploy deploy.prototxt --label cycle \
         --data data/prepared --list fold0_test.txt --out results/eval
 
 Writes <out>/afd.md, afd.json and afd_per_sequence.csv (frames 0-based, original numbering).
@@ -17,12 +17,14 @@ import sys
 from pathlib import Path
 
 from data_prep.errors import InputError
-from data_prep.hdf5 import load_provenance, read_list
-from data_prep.labels import CONVENTIONS, DECODERS
-from data_prep.scale import check_same_scale
-from tools import afd
-from tools.outputs import (OutputExists, refuse_overwrite, write_csv_atomic, write_json_atomic,
-                           write_text_atomic)
+from data_prep.hdf5 import load_rows
+from tempregnet import evaluation as afd
+from tempregnet.contract import read_list_contract
+from tempregnet.inference import (check_rows, decode_stacks, load_model, load_net, predict_rows,
+                                  quiet_caffe)
+from tempregnet.labels import CONVENTIONS, DECODERS
+from tempregnet.outputs import (OutputExists, refuse_overwrite, write_csv_atomic, write_json_atomic,
+                                write_text_atomic)
 
 OUTPUT_NAMES = {"markdown": "afd.md", "json": "afd.json", "csv": "afd_per_sequence.csv"}
 PER_SEQUENCE_COLUMNS = ["seq_id", "fold", "n_frames", "ed_true_0based", "ed_pred_0based",
@@ -119,41 +121,37 @@ def write_results(out_dir, records: list[dict], meta: dict, force: bool, title: 
     return summary
 
 
-def list_parameters(list_file) -> dict:
-    """The preparation parameters of the HDF5 file a split list names (its first entry's)."""
-    return load_provenance(read_list(list_file)[0][0]).get("parameters", {})
-
-
 def records_from_nets(args) -> tuple[list[dict], dict]:
     """Run the deploy net(s) over the test lists; fold i uses the i-th --run (or the one model)."""
-    from tools import predict
     lists = [Path(args.data) / l if args.data and not Path(l).is_file() else Path(l)
              for l in args.list]
     if args.run and len(args.run) not in (1, len(lists)):
         raise ValueError(f"give one --run, or one per --list ({len(args.run)} runs, "
                          f"{len(lists)} lists)")
     gpu = args.gpu if args.gpu is not None and args.gpu >= 0 else None
-    records, nets = [], []
+    records, nets, decoders = [], [], set()
     for i, list_file in enumerate(lists):
+        data_contract = read_list_contract(list_file)
         if args.run:
-            loaded = predict.load_run(args.run[i if len(args.run) > 1 else 0], gpu=gpu)
-        else:
-            loaded = predict.load_net(args.deploy, args.model, crop=args.crop,
-                                      convention=args.label, gpu=gpu)
-        if loaded.scale:                  # a run: its frames' geometry must be this data's
-            check_same_scale(loaded.scale, list_parameters(list_file), list_file)
-        rows = predict.load_rows(list_file)
+            loaded = load_model(args.run[i if len(args.run) > 1 else 0], gpu=gpu)
+            check_rows(loaded, data_contract, list_file)
+        else:       # a bare model: trained on data like this, labelled as --label says
+            loaded = load_net(args.deploy, args.model, data_contract.replace(label=args.label),
+                              gpu=gpu)
+        decoder = args.decoder or loaded.description.get("decoder", "fit")
+        decoders.add(decoder)
+        rows = load_rows(list_file)
         unlabelled = int((rows["ed"] < 0).sum())
         if unlabelled:
             raise InputError(list_file, f"{unlabelled} of its sequences have no ED/ES labels")
-        fold = predict.predict_rows(loaded, rows, batch=args.batch, method=args.decoder)
+        fold = predict_rows(loaded, rows, batch=args.batch, method=decoder)
         if args.stack:
-            fold = predict.decode_stacks(fold, loaded.convention, args.decoder)
+            fold = decode_stacks(fold, loaded.contract.label, decoder)
         for rec in fold:
             rec["fold"] = fold_name(list_file)
             records.append(rec)
         nets.append(loaded.description)
-    meta = {"decoder": args.decoder, "batch": args.batch, "nets": nets,
+    meta = {"decoder": ", ".join(sorted(decoders)), "batch": args.batch, "nets": nets,
             "lists": [p.name for p in lists],
             "decoding": "per cine stack (not the paper's)" if args.stack else "per sequence"}
     return records, meta
@@ -167,20 +165,18 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--run", action="append", help="training run dir (repeat, one per --list)")
     src.add_argument("--model", help="caffemodel (with --deploy)")
     p.add_argument("--deploy", help="deploy prototxt (with --model)")
-    p.add_argument("--crop", type=int, help="net input size (with --model; default: from deploy)")
     p.add_argument("--label", choices=CONVENTIONS, default="cycle",
                    help="label convention the model was trained with (with --model)")
     p.add_argument("--data", help="prepared dataset dir that holds the list files")
     p.add_argument("--list", action="append", default=[], help="split list, e.g. fold0_test.txt")
-    p.add_argument("--decoder", choices=DECODERS, default="fit",
-                   help="fit: Eq. 4 template fit (default); extrema: the paper's max/min rule; "
-                        "fit_es: ES by the fit, ED the peak before it (sequences that start at ED); "
-                        "fit_rwave: ES by the fit, ED the near-peak frame nearest the R wave "
-                        "(data_prep.rwave; one decoder for either convention)")
+    p.add_argument("--decoder", choices=DECODERS,
+                   help="fit: Eq. 4 template fit; extrema: the paper's max/min rule; fit_es: ES by "
+                        "the fit, ED the peak before it (sequences that start at ED). Default: the "
+                        "run's recipe's decoder, fit for --model")
     p.add_argument("--batch", type=int, default=1, help="sequences per forward pass (default 1)")
     p.add_argument("--stack", action="store_true",
                    help="decode each patient's slices with the same frame count together "
-                        "(tools.predict.decode_stacks; not the paper's protocol)")
+                        "(tempregnet.inference.decode_stacks; not the paper's protocol)")
     p.add_argument("--gpu", type=int, default=None, help="GPU id (default CPU)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
@@ -188,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    quiet_caffe()
     args = build_parser().parse_args(argv)
     try:
         if args.predictions:

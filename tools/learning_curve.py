@@ -1,19 +1,19 @@
-"""Held-out aFD while a net trains: the quick experiment loop behind the README's tuning notes.
+"""Held-out aFD while a net trains: the quick experiment loop behind the tuning notes (docs/results.md).
 
-    python -m tools.learning_curve --data data/demo/prepared-p24-s0-72px-roi0.5 --fold 0 \\
-        --variant tempreg --config small --iters 2000 --every 250 [--set base_lr=1e-3 ...]
+    python -m tools.learning_curve --recipe demo --data data/prepared/demo --fold 0 \\
+        --variant tempreg --iters 2000 --every 250 [--set base_lr=1e-3 ...]
 
 Trains with pycaffe (no run directory, no snapshots) and every --every iterations decodes the
 fold's test sequences with the deploy net sharing the training weights; prints one line each:
-mean training L2, test MSE against the labels, aFD ED / ES (Eq. 5) and the cyclic aFD. Nothing is
-written unless --out names a folder (then the nets, the solver, the final weights and, as JSON,
-the lines and the last evaluation's per-sequence records go there).
+mean training L2, test MSE against the labels, aFD ED / ES (Eq. 5) and the cyclic aFD. --set
+tries overrides on top of the recipe (an experiment that is reported becomes a recipe file).
+Nothing is written unless --out names a folder (then the nets, the solver, the final weights and,
+as JSON, the lines and the last evaluation's per-sequence records go there).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import tempfile
 import time
@@ -22,15 +22,19 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.errors import InputError
-from tools import afd, predict
-from tools.outputs import write_json_atomic
-from tools.train import check_prepared, fold_lists, parse_net_overrides
+from data_prep.hdf5 import load_rows
+from tempregnet import evaluation as afd
+from tempregnet.contract import read_contract
+from tempregnet.inference import LoadedNet, predict_rows, quiet_caffe
+from tempregnet.outputs import write_json_atomic
+from tempregnet.recipes import load_recipe, parse_overrides
+from tempregnet.training import check_data, fold_lists
 
 
 def held_out_scores(loaded, rows) -> tuple[dict, list[dict]]:
     """Test MSE and aFD / cyclic aFD of ED and ES for the prepared rows (one forward pass), and
     the per-sequence records they come from."""
-    records = predict.predict_rows(loaded, rows, batch=len(rows["n_frames"]))
+    records = predict_rows(loaded, rows, batch=len(rows["n_frames"]))
     pooled = afd.summarise(records)[afd.POOLED]
     out = {"test_mse": float(np.mean([(np.asarray(r["curve"]) - r["label"]) ** 2 for r in records]))}
     for phase in afd.PHASES:
@@ -40,10 +44,12 @@ def held_out_scores(loaded, rows) -> tuple[dict, list[dict]]:
 
 
 def run(args) -> list[dict]:
-    """Resolve the config and fold, then train and score in --out or a scratch folder."""
-    from models.config import get_config, get_variant
+    """Resolve the recipe, overrides and fold, then train and score in --out or a scratch folder."""
+    from models.config import get_variant
 
-    cfg = get_config(args.config).replace(**parse_net_overrides(args.set))
+    recipe = load_recipe(args.recipe)
+    recipe = dataclasses.replace(recipe, overrides={**recipe.overrides, **parse_overrides(args.set)})
+    cfg = recipe.net_config()
     variant = get_variant(args.variant)
     if args.beta is not None:
         if variant.name != "tempreg":
@@ -52,15 +58,16 @@ def run(args) -> list[dict]:
     if args.fold == "all":
         raise ValueError("--fold all has no held-out sequences; give a fold number")
     train_list, test_list = fold_lists(args.data, args.fold)
-    convention = check_prepared(cfg, args.data).get("label", "cycle")
+    check_data(recipe, args.data)
+    contract = read_contract(args.data)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        return train_and_score(args, cfg, variant, convention, train_list, test_list, args.out)
+        return train_and_score(args, cfg, variant, contract, train_list, test_list, args.out)
     with tempfile.TemporaryDirectory(prefix="learning_curve-") as scratch:
-        return train_and_score(args, cfg, variant, convention, train_list, test_list, Path(scratch))
+        return train_and_score(args, cfg, variant, contract, train_list, test_list, Path(scratch))
 
 
-def train_and_score(args, cfg, variant, convention, train_list, test_list, folder: Path) -> list[dict]:
+def train_and_score(args, cfg, variant, contract, train_list, test_list, folder: Path) -> list[dict]:
     """Write the nets and solver into folder, train, and print a held-out line every --every iterations."""
     import caffe
     from google.protobuf import text_format
@@ -68,7 +75,8 @@ def train_and_score(args, cfg, variant, convention, train_list, test_list, folde
 
     paths = {phase: folder / f"{phase}.prototxt" for phase in ("train", "deploy")}
     paths["train"].write_text(text_format.MessageToString(
-        net_proto(cfg, variant, "train", str(train_list.resolve()), seed=args.seed)))
+        net_proto(cfg, variant, "train", str(train_list.resolve()), seed=args.seed,
+                  label=contract.label)))
     paths["deploy"].write_text(text_format.MessageToString(net_proto(cfg, variant, "deploy")))
     solver = solver_proto(cfg, str(paths["train"]), None, str(folder / "snapshot"),
                           max_iter=args.iters, seed=args.seed, gpu=False)
@@ -83,9 +91,10 @@ def train_and_score(args, cfg, variant, convention, train_list, test_list, folde
             raise InputError(args.weights, "weights file not found")
         sgd.net.copy_from(str(args.weights))        # layers are matched by name
     deploy = caffe.Net(str(paths["deploy"]), caffe.TEST)
-    loaded = predict.LoadedNet(deploy, cfg.crop, cfg.stored_size, convention, 1.0, {})
-    rows = predict.load_rows(test_list)
-    print(f"{cfg.name} {variant.name} (beta {variant.beta:g}) fold {args.fold}, overrides {args.set or 'none'}: "
+    loaded = LoadedNet(deploy, cfg.crop, contract, {})
+    rows = load_rows(test_list)
+    print(f"{args.recipe} ({cfg.name}) {variant.name} (beta {variant.beta:g}) fold {args.fold}, "
+          f"overrides {args.set or 'none'}: "
           f"{len(rows['n_frames'])} test sequences", flush=True)
     lines, started = [], time.time()
     for done in range(args.every, args.iters + 1, args.every):
@@ -103,7 +112,7 @@ def train_and_score(args, cfg, variant, convention, train_list, test_list, folde
               f"(cyclic {line['cyclic_ed']:.2f} / {line['cyclic_es']:.2f})", flush=True)
     if args.out:
         write_json_atomic(folder / "learning_curve.json",
-                          {"config": args.config, "variant": args.variant, "fold": args.fold,
+                          {"recipe": args.recipe, "variant": args.variant, "fold": args.fold,
                            "beta": variant.beta, "overrides": args.set, "seed": args.seed,
                            "lines": lines, "final_records": records})
         sgd.net.save(str(folder / "final.caffemodel"))
@@ -112,19 +121,20 @@ def train_and_score(args, cfg, variant, convention, train_list, test_list, folde
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, required=True, help="prepared data folder")
+    p.add_argument("--recipe", required=True, help="recipe to start from (recipes/<name>.toml)")
+    p.add_argument("--data", type=Path, required=True, help="the recipe's prepared data folder")
     p.add_argument("--fold", default="0")
     p.add_argument("--variant", default="tempreg")
-    p.add_argument("--config", default="small")
     p.add_argument("--iters", type=int, default=2000)
     p.add_argument("--every", type=int, default=250, help="iterations between evaluations")
-    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", default=[], help="config overrides")
+    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", default=[],
+                   help="net/solver overrides on top of the recipe's (models/config.py fields)")
     p.add_argument("--beta", type=float, help="temporal loss weight of tempreg (default in models/config.py)")
     p.add_argument("--weights", type=Path, help="caffemodel to start from (layers matched by name)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="keep the nets and learning_curve.json here")
     args = p.parse_args(argv)
-    os.environ.setdefault("GLOG_minloglevel", "2")
+    quiet_caffe()
     try:
         if args.iters < 1 or args.every < 1 or args.every > args.iters:
             raise ValueError("need 1 <= --every <= --iters")

@@ -1,0 +1,204 @@
+"""Run a deploy net over prepared rows or CineSequences and decode ED/ES in original frames.
+
+Time per sequence = wall time of (stored frames -> net input, forward, decode) for a batch,
+divided by the sequences in it; for CineSequences it also includes resampling and resizing.
+With the default batch of 1 it is the latency for one sequence, as the paper's 1.4 s.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from data_prep.errors import InputError
+from data_prep.preprocess import sequence_to_steps
+from data_prep.rwave import RWAVE_KEY
+from data_prep.scale import physical_steps
+from tempregnet.contract import SequenceContract
+from tempregnet.labels import decode_steps
+from tempregnet.net_input import net_input, sequence_starts, time_major
+
+FRAMES_BLOB, CONT_BLOB, OUTPUT_BLOB = "frames", "cont", "volume_pred"   # docs/data.md, Blobs
+
+
+def quiet_caffe() -> None:
+    """Keep Caffe's net dump off the console (glog reads this when libcaffe first loads);
+    command-line entry points call it before they import caffe."""
+    os.environ.setdefault("GLOG_minloglevel", "2")
+
+
+@dataclass
+class LoadedNet:
+    """A deploy net and what is needed to feed it and read it."""
+    net: object
+    crop: int                   # net input side C, from the deploy net's frames blob
+    contract: SequenceContract  # what the frames it was trained on are (steps, size, label, ROI)
+    description: dict           # non-identifying provenance: recipe, variant, weights file name
+
+
+def deploy_steps(deploy) -> int:
+    """The step count T a deploy prototxt is unrolled over: dim 0 of its `cont` input."""
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+    if not Path(deploy).is_file():
+        raise InputError(deploy, "deploy prototxt not found")
+    net = text_format.Parse(Path(deploy).read_text(), caffe_pb2.NetParameter())
+    for layer in net.layer:
+        if layer.type == "Input" and CONT_BLOB in layer.top:
+            return int(layer.input_param.shape[list(layer.top).index(CONT_BLOB)].dim[0])
+    raise InputError(deploy, f"deploy net has no '{CONT_BLOB}' input (T x N)")
+
+
+def load_net(deploy, weights, contract: SequenceContract, gpu: int | None = None,
+             description: dict | None = None) -> LoadedNet:
+    """A caffe.Net in TEST phase from a deploy prototxt and a caffemodel, for frames of contract."""
+    import caffe
+    for path, what in ((deploy, "deploy prototxt"), (weights, "caffemodel")):
+        if not Path(path).is_file():
+            raise InputError(path, f"{what} not found")
+    if gpu is None:
+        caffe.set_mode_cpu()
+    else:
+        caffe.set_device(gpu)
+        caffe.set_mode_gpu()
+    net = caffe.Net(str(deploy), caffe.TEST, weights=str(weights))
+    if FRAMES_BLOB not in net.blobs or OUTPUT_BLOB not in net.blobs:
+        raise InputError(deploy, f"deploy net lacks the '{FRAMES_BLOB}' input or "
+                                 f"'{OUTPUT_BLOB}' output blob")
+    if CONT_BLOB in net.blobs and net.blobs[CONT_BLOB].shape[0] != contract.steps:
+        raise InputError(deploy, f"the net is unrolled over {net.blobs[CONT_BLOB].shape[0]} steps, "
+                                 f"the data has {contract.steps}")
+    crop = int(net.blobs[FRAMES_BLOB].shape[-1])
+    if crop > contract.stored_size:
+        raise InputError(deploy, f"net input {crop} px is larger than the {contract.stored_size} px frames")
+    desc = {"deploy": Path(deploy).name, "weights": Path(weights).name, "crop": crop,
+            "label_convention": contract.label, "mode": "cpu" if gpu is None else f"gpu{gpu}"}
+    desc.update(description or {})
+    return LoadedNet(net, crop, contract, desc)
+
+
+def load_model(folder, gpu: int | None = None) -> LoadedNet:
+    """The net of a run folder (tools.train) or a model folder, with its final weights and contract."""
+    from tempregnet.runs import read_model_folder
+    model = read_model_folder(folder)
+    return load_net(model.deploy, model.weights, model.contract, gpu=gpu,
+                    description=model.description())
+
+
+def forward_steps(loaded: LoadedNet, frames: np.ndarray) -> np.ndarray:
+    """N x T x S x S uint8 stored frames -> N x T predicted curve (one forward pass)."""
+    frames = np.asarray(frames)
+    t = loaded.contract.steps
+    if frames.ndim != 4 or frames.shape[1] != t:
+        raise ValueError(f"expected N x {t} x S x S frames, got shape {frames.shape}")
+    n = frames.shape[0]
+    blob = time_major(np.stack([net_input(f, loaded.crop) for f in frames]))   # (T*N) x 3 x C x C
+    net = loaded.net
+    net.blobs[FRAMES_BLOB].reshape(*blob.shape)
+    net.blobs[FRAMES_BLOB].data[...] = blob
+    if CONT_BLOB in net.blobs:                                           # CNN + Reg has no LSTM
+        net.blobs[CONT_BLOB].reshape(t, n)
+        net.blobs[CONT_BLOB].data[...] = sequence_starts(t, n)
+    net.reshape()
+    out = net.forward()[OUTPUT_BLOB]
+    if out.size != t * n:
+        raise ValueError(f"'{OUTPUT_BLOB}' has shape {out.shape}, expected {t} x {n} (x 1)")
+    return np.array(out.reshape(t, n).T, dtype=np.float64)              # T x N -> N x T
+
+
+def check_rows(loaded: LoadedNet, contract: SequenceContract, where) -> None:
+    """An error unless prepared data of contract has the steps, frame size and physical geometry
+    (mm_per_px, crop) the net was trained on."""
+    loaded.contract.check(contract, where, ("steps", "stored_size", "mm_per_px", "crop"),
+                          what="model was trained on")
+
+
+def predict_rows(loaded: LoadedNet, rows: dict, batch: int = 1, method: str = "fit",
+                 progress=None) -> list[dict]:
+    """Per-sequence records (true and predicted ED/ES, 0-based original frames) for prepared rows."""
+    frames = rows["frames"]
+    t, size = loaded.contract.steps, loaded.contract.stored_size
+    if frames.shape[1:] != (t, size, size):
+        raise ValueError(f"prepared frames are {frames.shape[1:]}, the model was trained on "
+                         f"{t} x {size} x {size}")
+    records = []
+    for start in range(0, len(frames), batch):
+        stop = min(start + batch, len(frames))
+        tic = time.perf_counter()
+        curves = forward_steps(loaded, frames[start:stop])
+        decoded = [decode_steps(c, int(rows["n_frames"][i]), loaded.contract.label, method)
+                   for c, i in zip(curves, range(start, stop))]
+        per_seq = (time.perf_counter() - tic) / (stop - start)
+        for i, curve, (ed, es) in zip(range(start, stop), curves, decoded):
+            records.append(_row_record(rows, i, ed, es, per_seq, curve))
+        if progress is not None:
+            progress.update(stop - start)
+    return records
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _row_record(rows, i, ed, es, time_s, curve) -> dict:
+    rec = {"seq_id": _text(rows["seq_id"][i]), "n_frames": int(rows["n_frames"][i]),
+           "ed_true": int(rows["ed"][i]), "es_true": int(rows["es"][i]),
+           "ed_pred": int(ed), "es_pred": int(es), "time_s": float(time_s),
+           "curve": [float(v) for v in curve]}
+    if "group" in rows:
+        rec["group"] = _text(rows["group"][i])
+    if "label" in rows:
+        rec["label"] = [float(v) for v in rows["label"][i]]
+    return rec
+
+
+def predict_sequence(loaded: LoadedNet, seq, method: str = "fit", crop=None) -> dict:
+    """ED/ES (0-based original frames) of one CineSequence, with its step curve and time.
+
+    A physical contract (mm_per_px) needs `crop`, the sequence's (spacing, HeartCrop) from
+    data_prep.physical.stack_crops; the R wave's position (fit_rwave) comes from seq.meta.
+    """
+    tic = time.perf_counter()
+    if loaded.contract.physical:
+        if crop is None:
+            raise ValueError("a model trained on fixed-mm frames needs the sequence's crop")
+        steps = physical_steps(seq.frames, crop[0], crop[1].centre_px, loaded.contract,
+                               where=seq.seq_id)
+    else:
+        steps = sequence_to_steps(seq.frames, loaded.contract, where=seq.seq_id)  # T x S x S
+    curve = forward_steps(loaded, steps[None])[0]
+    ed, es = decode_steps(curve, seq.n_frames, loaded.contract.label, method,
+                          rwave=float((seq.meta or {}).get(RWAVE_KEY) or 0.0))
+    return {"ed": int(ed), "es": int(es), "time_s": time.perf_counter() - tic,
+            "curve": curve, "steps": steps}
+
+
+def stack_key(rec: dict):
+    """Sequences that share one ED/ES: the slices of one patient's cine stack (same group and T)."""
+    return rec.get("group"), rec["n_frames"]
+
+
+def decode_stacks(records: list[dict], convention: str, method: str = "fit") -> list[dict]:
+    """Stack-level decoding (not the paper's): ED/ES are phases of the whole cine stack, so the
+    predicted curves of its slices, each standardised (zero mean, unit variance), are averaged
+    and decoded once; every slice gets that pair. Records without a group stay on their own.
+    Returns new records (the inputs are not changed); each keeps its own curve."""
+    members: dict = {}
+    for i, rec in enumerate(records):
+        key = stack_key(rec) if rec.get("group") is not None else ("", i)
+        members.setdefault(key, []).append(i)
+    out = [dict(r) for r in records]
+    for key, idx in members.items():
+        curves = np.array([records[i]["curve"] for i in idx], dtype=np.float64)
+        spread = curves.std(axis=1, keepdims=True)
+        z = (curves - curves.mean(axis=1, keepdims=True)) / np.where(spread > 0, spread, 1.0)
+        tic = time.perf_counter()
+        ed, es = decode_steps(z.mean(axis=0), int(records[idx[0]]["n_frames"]), convention, method)
+        share = (time.perf_counter() - tic) / len(idx)
+        for i in idx:
+            out[i].update(ed_pred=int(ed), es_pred=int(es), time_s=records[i]["time_s"] + share,
+                          stack_size=len(idx))
+    return out

@@ -1,0 +1,177 @@
+"""Eq. 4 volume-like labels, their decoding into ED/ES frames (the decoders), and the step grid.
+
+Frames are 0-based throughout the code; only readers of 1-based sources (ACDC's Info.cfg) and
+user-facing output convert.
+
+Two label conventions (see docs/deviations.md):
+
+* ``"cycle"`` (default): Eq. 4 laid on the cardiac cycle. With j = (k - ED) mod T the phase
+  since ED and s = (ES - ED) mod T the systole length, systole (j <= s) is ((s - j)/s)^delta,
+  as in the paper, and diastole is ((j - s)/(T - s))^upsilon, scaled by its own length so
+  that ED is the unique maximum (1) and ES the unique minimum (0) wherever ED falls.
+  Decoded cyclically.
+* ``"paper"``: Eq. 4 verbatim, y_k = |(k - ES)/(ES - ED)|^delta for ED < k <= ES, else
+  ^upsilon. Late diastole exceeds 1 when diastole is longer than systole, and for ED > 0 the
+  frames before ED mirror the systole, so ED is recoverable only when it is the first frame
+  (the paper's data). Decoded linearly.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+DELTA = 3.0          # Eq. 4 exponent in systole (paper, section 2.2)
+UPSILON = 1.0 / 3.0  # Eq. 4 exponent in diastole
+CONVENTIONS = ("cycle", "paper")
+
+
+def _check_placement(n_frames: int, ed: int, es: int) -> None:
+    if n_frames < 2:
+        raise ValueError(f"a sequence needs at least 2 frames, got {n_frames}")
+    for name, k in (("ED", ed), ("ES", es)):
+        if not 0 <= k < n_frames:
+            raise ValueError(f"{name} frame {k} is outside 0..{n_frames - 1}")
+    if ed == es:
+        raise ValueError(f"ED and ES are the same frame ({ed})")
+
+
+def volume_label(positions, n_frames: int, ed: int, es: int, convention: str = "cycle",
+                 delta: float = DELTA, upsilon: float = UPSILON) -> np.ndarray:
+    """Eq. 4 evaluated at (possibly fractional) frame positions of an n_frames-long cycle."""
+    _check_placement(n_frames, ed, es)
+    k = np.asarray(positions, dtype=np.float64)
+    if convention == "paper":
+        ratio = np.abs((k - es) / float(es - ed))
+        in_systole = (k > ed) & (k <= es) if ed < es else np.zeros(k.shape, bool)
+        return np.where(in_systole, ratio ** delta, ratio ** upsilon)
+    if convention != "cycle":
+        raise ValueError(f"unknown label convention {convention!r}; expected one of {CONVENTIONS}")
+    phase = np.mod(k - ed, n_frames)             # time since ED, in frames
+    systole = float((es - ed) % n_frames)
+    diastole = n_frames - systole
+    falling = np.clip((systole - phase) / systole, 0.0, None) ** delta
+    rising = np.clip((phase - systole) / diastole, 0.0, None) ** upsilon
+    return np.where(phase <= systole, falling, rising)
+
+
+def label_curve(n_frames: int, ed: int, es: int, convention: str = "cycle", **kw) -> np.ndarray:
+    """Eq. 4 at every frame 0..n_frames-1."""
+    return volume_label(np.arange(n_frames), n_frames, ed, es, convention, **kw)
+
+
+def decode_ed_es(curve, cyclic: bool = True) -> tuple[int, int]:
+    """ED and ES frames of a volume-like curve: ES its minimum, ED its maximum.
+
+    ``cyclic`` (for the "cycle" convention): ED is the global maximum, so a sequence may start
+    anywhere in the cycle. Linear (for "paper"): ED is the maximum of the frames up to ES, i.e.
+    the peak the systole descends from, as the paper's late-diastole values may exceed it.
+    Ties go to the earliest frame. Several local extrema: the global ones win, which is what a
+    single-cycle sequence has.
+    """
+    y = np.asarray(curve, dtype=np.float64)
+    if y.ndim != 1 or y.size < 2:
+        raise ValueError(f"expected a 1-D curve of at least 2 values, got shape {y.shape}")
+    if not np.all(np.isfinite(y)):
+        raise ValueError("curve contains NaN or infinite values")
+    es = int(np.argmin(y))
+    return peak_for(y, es, cyclic), es
+
+
+def peak_for(curve, es: int, cyclic: bool) -> int:
+    """ED given ES: the curve's maximum, before ES for linear ("paper") decoding."""
+    y = np.asarray(curve)
+    return int(np.argmax(y if cyclic or es == 0 else y[: es + 1]))
+
+
+def decode_for(convention: str):
+    """The decoder that inverts a label convention."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown label convention {convention!r}; expected one of {CONVENTIONS}")
+    cyclic = convention == "cycle"
+    return lambda curve: decode_ed_es(curve, cyclic=cyclic)
+
+
+# --- the fixed-length time grid the LSTM is unrolled over -------------------------------------
+
+def step_positions(n_frames: int, n_steps: int) -> np.ndarray:
+    """Original-frame position sampled by each of n_steps steps: one cycle, evenly (cyclic)."""
+    return np.arange(n_steps) * (n_frames / float(n_steps))
+
+
+def cyclic_resample(values: np.ndarray, positions, weight_dtype=np.float64) -> np.ndarray:
+    """values (one cycle along axis 0) at fractional positions: linear between the two nearest
+    samples, the last wrapping to the first. The one cyclic interpolation of the project: frames
+    onto the step grid, step curves back onto the frames, the data layer's systole warp."""
+    n = values.shape[0]
+    lo = np.floor(positions).astype(int)
+    w = (positions - lo).astype(weight_dtype).reshape((-1,) + (1,) * (values.ndim - 1))
+    return values[lo % n] * (1 - w) + values[(lo + 1) % n] * w
+
+
+def steps_to_frames(step_values, n_frames: int) -> np.ndarray:
+    """Resample a per-step curve (steps on the last axis) back onto the n_frames original frames."""
+    v = np.moveaxis(np.asarray(step_values, dtype=np.float64), -1, 0)
+    pos = np.arange(n_frames) * (v.shape[0] / float(n_frames))   # frame k in step units
+    return np.moveaxis(cyclic_resample(v, pos), 0, -1)
+
+
+DECODERS = ("fit", "extrema", "fit_es", "fit_rwave")
+
+
+def decode_steps(step_values, n_frames: int, convention: str = "cycle",
+                 method: str = "fit", rwave: float = 0.0) -> tuple[int, int]:
+    """ED/ES in original frames from a curve predicted on the resampled step grid.
+
+    ``"fit"`` (default): the (ED, ES) placement whose Eq. 4 curve, sampled at the step positions,
+    best matches the prediction up to a non-negative scale and an offset (least squares over
+    all n_frames * (n_frames - 1) placements). It is exact on an Eq. 4 curve for any n_frames,
+    where interpolating 20 steps back onto 12-35 frames and taking extrema loses about one frame.
+    ``"extrema"``: the paper's rule, maximum and minimum after resampling onto the frames.
+    ``"fit_es"``: ES from the fit, ED by the paper's rule given that ES (the maximum of the
+    resampled curve, before ES for "paper" labels). ``"fit_rwave"`` (data_prep.rwave): ES from the
+    fit, ED the fit's, moved forward to the first frame after the R wave (at ``rwave``, 0 unless
+    the trigger times say otherwise) when the curve is flat in between: one decoder for scans
+    that start at ED and those that do not.
+    For sequences that start at ED: the fit
+    places ED and ES together, so a systole predicted too short can pull ED off the peak at
+    frame 0 (docs/deviations.md, 18); exact on "paper" labels with ED = 0, not for ED > 0.
+    """
+    y = np.asarray(step_values, dtype=np.float64)
+    if y.ndim != 1 or y.size < 2 or not np.all(np.isfinite(y)):
+        raise ValueError(f"expected a finite 1-D step curve, got shape {y.shape}")
+    if method == "extrema":
+        return decode_for(convention)(steps_to_frames(y, n_frames))
+    if method == "fit_es":
+        fit_ed, es = decode_steps(y, n_frames, convention, "fit")
+        ed = peak_for(steps_to_frames(y, n_frames), es, cyclic=convention == "cycle")
+        return (fit_ed if ed == es else ed), es
+    if method == "fit_rwave":
+        from data_prep.rwave import snap_ed
+        fit_ed, es = decode_steps(y, n_frames, convention, "fit")
+        ed = snap_ed(steps_to_frames(y, n_frames), fit_ed, rwave)
+        return (fit_ed if ed == es else ed), es
+    if method != "fit":
+        raise ValueError(f"unknown decoder {method!r}; expected one of {DECODERS}")
+    eds, ess, templates = _templates(n_frames, y.size, convention)
+    t = templates - templates.mean(axis=1, keepdims=True)
+    v = y - y.mean()
+    tt = np.einsum("ps,ps->p", t, t)
+    tv = t @ v
+    gain = np.where(tv > 0, tv * tv / tt, 0.0)      # energy explained with scale >= 0
+    best = int(np.argmax(gain))                      # ties: first placement in (ED, ES) order
+    return int(eds[best]), int(ess[best])
+
+
+_TEMPLATE_CACHE: dict = {}
+
+
+def _templates(n_frames: int, n_steps: int, convention: str):
+    key = (n_frames, n_steps, convention)
+    if key not in _TEMPLATE_CACHE:
+        ed, es = np.meshgrid(np.arange(n_frames), np.arange(n_frames), indexing="ij")
+        keep = (ed < es) if convention == "paper" else (ed != es)   # Eq. 4 is written for ED < ES
+        ed, es = ed[keep], es[keep]
+        pos = step_positions(n_frames, n_steps)
+        rows = np.stack([volume_label(pos, n_frames, int(a), int(b), convention)
+                         for a, b in zip(ed, es)])
+        _TEMPLATE_CACHE[key] = (ed, es, rows)
+    return _TEMPLATE_CACHE[key]

@@ -1,0 +1,115 @@
+"""Run and model folders: the one writer of what a trained model needs to be used, and the one reader.
+
+A run folder (tools.train) holds settings.json (the resolved recipe, fold, variant, seeds, ...),
+contract.json (the sequence contract of the data it was trained on), <recipe>_<variant>_{train,
+test,deploy,solver}.prototxt, train.log, snapshots/, final_model.txt (the final caffemodel,
+relative to the folder) and training_curves.png. A model folder (a shipped model) needs only a
+deploy prototxt (deploy.prototxt or one *_deploy.prototxt), the weights (final_model.txt or one
+*.caffemodel) and contract.json; settings.json and a readme are optional. `read_model_folder`
+reads both kinds.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from data_prep.errors import InputError
+from tempregnet.contract import SequenceContract, read_contract_file
+from tempregnet.outputs import write_text_atomic
+
+SETTINGS, CONTRACT, FINAL_MODEL, SNAPSHOTS = "settings.json", "contract.json", "final_model.txt", "snapshots"
+
+
+def write_run_record(run_dir, settings: dict, contract: SequenceContract) -> None:
+    """settings.json and contract.json of a run folder (atomically)."""
+    run_dir = Path(run_dir)
+    write_text_atomic(run_dir / CONTRACT, json.dumps(contract.to_dict(), indent=2) + "\n")
+    write_text_atomic(run_dir / SETTINGS, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+
+def write_final_model(run_dir, caffemodel) -> None:
+    """final_model.txt naming the final caffemodel relative to the run folder (so it can move)."""
+    run_dir = Path(run_dir)
+    write_text_atomic(run_dir / FINAL_MODEL, f"{Path(caffemodel).relative_to(run_dir)}\n")
+
+
+def read_model_contract(folder) -> SequenceContract:
+    """contract.json of a run or model folder."""
+    return read_contract_file(Path(folder) / CONTRACT)
+
+
+def read_settings(run_dir) -> dict:
+    """settings.json of a run folder."""
+    path = Path(run_dir) / SETTINGS
+    if not path.is_file():
+        raise InputError(run_dir, f"not a training run folder (no {SETTINGS})")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise InputError(path, f"unreadable JSON ({err.msg})") from None
+
+
+def final_model_path(run_dir) -> Path:
+    """The caffemodel named by a run's final_model.txt (relative paths are to the run folder)."""
+    run_dir = Path(run_dir)
+    pointer = run_dir / FINAL_MODEL
+    if not pointer.is_file():
+        raise InputError(run_dir, f"training run has no {FINAL_MODEL} (not finished?)")
+    model = Path(pointer.read_text().strip())
+    return model if model.is_absolute() else run_dir / model
+
+
+def newest_solverstate(run_dir) -> Path | None:
+    """The .solverstate with the highest iteration number in run_dir/snapshots, if any."""
+    states = list((Path(run_dir) / SNAPSHOTS).glob("*_iter_*.solverstate"))
+    if not states:
+        return None
+    return max(states, key=lambda p: int(re.search(r"_iter_(\d+)\.solverstate$", p.name).group(1)))
+
+
+def _one(folder: Path, preferred: str, pattern: str, what: str) -> Path:
+    if (folder / preferred).is_file():
+        return folder / preferred
+    found = sorted(folder.glob(pattern))
+    if len(found) != 1:
+        raise InputError(folder, f"expected one {what} ({preferred} or {pattern}), found {len(found)}")
+    return found[0]
+
+
+@dataclass
+class ModelFolder:
+    """What inference needs of a run or model folder."""
+    path: Path
+    deploy: Path
+    weights: Path
+    contract: SequenceContract
+    settings: dict | None          # a run folder's settings.json; None for a bare model folder
+
+    def description(self) -> dict:
+        """Non-identifying provenance for result files."""
+        s = self.settings or {}
+        recipe = s.get("recipe") or {}
+        desc = {"run": self.path.name, "recipe": recipe.get("name"), "config": recipe.get("config"),
+                "variant": s.get("variant"), "iterations": s.get("iters"),
+                "imagenet_init": s.get("imagenet_init"), "solver_mode": s.get("solver_mode"),
+                "fold": s.get("fold"), "decoder": recipe.get("decoder")}
+        return {k: v for k, v in desc.items() if v is not None}
+
+
+def read_model_folder(folder) -> ModelFolder:
+    """The deploy net, final weights, contract and (run folders) settings of a folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "model folder not found")
+    settings = read_settings(folder) if (folder / SETTINGS).is_file() else None
+    if not (folder / CONTRACT).is_file():
+        what = "training run" if settings is not None else "model folder"
+        raise InputError(folder, f"{what} has no {CONTRACT} (made by an older version? retrain)"
+                         if settings is not None else f"not a {what} (no {CONTRACT})")
+    contract = read_contract_file(folder / CONTRACT)
+    deploy = _one(folder, "deploy.prototxt", "*_deploy.prototxt", "deploy prototxt")
+    weights = (final_model_path(folder) if (folder / FINAL_MODEL).is_file() or settings is not None
+               else _one(folder, "model.caffemodel", "*.caffemodel", "caffemodel"))
+    return ModelFolder(folder, deploy, weights, contract, settings)
