@@ -3,10 +3,11 @@
 Method (docs/scale-and-crop.md): on a WORK_MM grid, the first temporal harmonic |H1| of the
 frames is large where blood and myocardium swap over the cycle (both ventricles' walls); the
 temporal mean shows the LV blood pool as a bright disc inside a dark myocardial ring. Over disc
-radii RADII_MM the score is (disc mean - ring mean of the mean image, > 0) x (mean |H1| over the
-disc and its wall), times a wide prior towards the image centre (the heart is planned near the
-isocentre). The best-scoring disc gives the centre; the crop is a square of fixed side in mm
-around it. No labels and no training.
+radii RADII_MM the score is the smallest (disc mean - ring sector mean) over SECTORS sectors
+(> 0), x sqrt(mean |H1| over the disc and its wall), x where the heart beats (|H1| smoothed by
+HEART_SIGMA_MM) x a prior towards the image centre (the heart is planned near the isocentre).
+A patient's slices vote (find_stack). The best disc gives the centre; the crop is a square of
+fixed side in mm around it. No labels and no training.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from data_prep.scale import to_mm_grid
 WORK_MM = 2.0                                   # analysis grid (mm per pixel)
 RADII_MM = (9.0, 12.0, 15.0, 19.0, 24.0, 30.0, 36.0)  # LV blood-pool radii tried (mm)
 RING_MM = (3.0, 11.0)                           # myocardial ring: from r + 3 to r + 11 mm
-SIZE_POWER = 0.0                                # larger discs hold more evidence: score x r^p
+SIZE_POWER = 0.0                                # score x r^p (p = 1 favoured discs around LV + RV)
 SECTORS = 8                                     # ring sectors the pool must outshine each
 WALL_MM = 6.0                                   # |H1| is averaged over the disc and this much wall
 HEART_SIGMA_MM = 20.0                          # |H1| smoothed this much: where the heart beats
@@ -49,14 +50,6 @@ def _disc(radius_px: float) -> np.ndarray:
     n = int(np.ceil(radius_px))
     yy, xx = np.mgrid[-n:n + 1, -n:n + 1]
     k = (yy * yy + xx * xx <= radius_px * radius_px).astype(np.float32)
-    return k / k.sum()
-
-
-def _ring(inner_px: float, outer_px: float) -> np.ndarray:
-    n = int(np.ceil(outer_px))
-    yy, xx = np.mgrid[-n:n + 1, -n:n + 1]
-    d2 = yy * yy + xx * xx
-    k = ((d2 > inner_px * inner_px) & (d2 <= outer_px * outer_px)).astype(np.float32)
     return k / k.sum()
 
 

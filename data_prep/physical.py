@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from data_prep.errors import InputError
 from data_prep.heart_crop import HeartCrop, find_stack
-from data_prep.scale import centre_crop_box, physical_steps, resolve_spacing
+from data_prep.scale import physical_steps, resolve_spacing
 
 
 def stack_crops(seqs, contract, input_mm_per_px, wheres) -> tuple[list, list]:
@@ -25,10 +25,9 @@ def stack_crops(seqs, contract, input_mm_per_px, wheres) -> tuple[list, list]:
     field = contract.field_mm
     if contract.crop == "lv":
         crops = find_stack([(seq.frames, spacing) for seq, spacing, _, _ in ok], field)
-    else:
+    else:                                    # "image centre": no search (radius 0)
         crops = []
         for seq, spacing, _, _ in ok:
-            r0, c0, rows, cols = centre_crop_box(seq.frames.shape[1:], spacing, field)
             centre = ((seq.frames.shape[1] - 1) / 2.0, (seq.frames.shape[2] - 1) / 2.0)
             crops.append(HeartCrop(centre, (centre[0] * spacing[0], centre[1] * spacing[1]),
                                    0.0, field, 0.0))

@@ -81,11 +81,6 @@ RESAMPLE = ("a mm_per_px x stored_size mm square around the crop centre (whole i
             "stored_size; squash percentiles from the in-image part of the window")
 
 
-def centre_crop_box(shape, spacing, side_mm: float):
-    """The side_mm window around the image centre (crop = 'image centre')."""
-    return crop_box(((shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0), side_mm, spacing)
-
-
 def physical_steps(frames: np.ndarray, spacing, centre_px, contract, where="sequence") -> np.ndarray:
     """T x H x W scanner frames -> steps x S x S uint8: the contract's mm square around centre_px."""
     from data_prep.preprocess import check_frames, resample_cycle, squash, squash_range

@@ -164,3 +164,19 @@ def test_mm_grid_and_padded_crop_against_numpy():
     expected = np.full((2, 4, 2), -1.0, np.float32)
     expected[:, 2:, 1:] = frames[:, :2, :1]
     np.testing.assert_array_equal(window, expected)
+
+
+def test_image_centre_crop_is_the_centre_at_the_same_scale(tmp_path):
+    p = _phantom(0, fov_mm=300.0, size=120)                      # 2.5 mm pixels
+    src = tmp_path / "dicom"
+    write_dicom_series(src, p.slices[0], series_uid="1.2.3", slice_location=0.0,
+                       pixel_spacing=p.pixel_spacing)
+    out = tmp_path / "prep"
+    assert prepare.main(["--source", "dicom", str(src), str(out), "--size", "32",
+                         "--mm-per-px", "4", "--crop", "image centre", "--workers", "1",
+                         "--folds", "1"]) == 0
+    crop, = json.loads((out / CROPS_NAME).read_text())["sequences"]
+    assert crop["centre_px"] == [59.5, 59.5] and crop["radius_mm"] == 0.0
+    assert crop["side_mm"] == pytest.approx(128.0)
+    contract = read_contract(out)
+    assert (contract.crop, contract.mm_per_px, contract.field_mm) == ("image centre", 4.0, 128.0)
