@@ -18,7 +18,7 @@ FOLD    ?= 0
 VARIANT ?= tempreg
 
 .PHONY: help venv caffe gpu-bundle prototxt test test-fast demo bench clean train fetch-weights synthetic \
-        acdc cross-dataset shipped-model
+        acdc cross-dataset shipped-model acdc-mm cross-dataset-mm
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -80,6 +80,7 @@ SUNNYBROOK ?= ../shared/data/sunnybrook
 # of the same recipe and refuses one of another.
 MODELS     ?= $(HOME)/tempregnet-models
 FINAL      ?= $(MODELS)/cross_sunnybrook
+FINAL_MM   ?= $(MODELS)/cross_sunnybrook_mm
 STAMP      := $(shell date +%Y%m%d-%H%M%S)
 RECIPE_GET  = $(PY) -m tools.recipes
 
@@ -107,6 +108,34 @@ cross-dataset: caffe data/prepared/cross_sunnybrook/sequences.h5 data/prepared/c
 	$(PY) -m tools.detect $(SUNNYBROOK)/dicoms --run $(FINAL) \
 	  --roi $$($(RECIPE_GET) cross_sunnybrook test_data.roi) \
 	  --out results/detect-sunnybrook-$(STAMP) --plot
+
+# Every dataset read the same way (docs/scale-and-crop.md): recipes acdc_mm / cross_sunnybrook_mm
+# (a 128 mm square around the LV at 96 px, cycle setting, fit_rwave decoder; no --roi, no
+# dataset-specific crop). acdc and cross-dataset above keep the earlier recipes.
+data/prepared/acdc_mm/sequences.h5:
+	$(PY) -m data_prep.prepare --recipe acdc_mm $(ACDC) data/prepared/acdc_mm --plot-crops
+
+data/prepared/cross_sunnybrook_mm/sequences.h5:
+	$(PY) -m data_prep.prepare --recipe cross_sunnybrook_mm $(ACDC) data/prepared/cross_sunnybrook_mm
+
+data/prepared/cross_sunnybrook_mm-test/sequences.h5:
+	$(PY) -m data_prep.prepare --recipe cross_sunnybrook_mm --test-data $(SUNNYBROOK) \
+	  data/prepared/cross_sunnybrook_mm-test --plot-crops
+
+acdc-mm: caffe data/prepared/acdc_mm/sequences.h5  ## recipe acdc_mm: Table 1 on ACDC, 4-fold CV, physical scale + LV crop
+	$(PY) -m tools.table1 --recipe acdc_mm --data data/prepared/acdc_mm --runs runs/acdc_mm \
+	  --out results/acdc_mm-$(STAMP)
+
+cross-dataset-mm: caffe data/prepared/cross_sunnybrook_mm/sequences.h5 data/prepared/cross_sunnybrook_mm-test/sequences.h5  ## recipe cross_sunnybrook_mm: all of ACDC -> Sunnybrook, same crop and decoder
+	$(PY) -m tools.train --recipe cross_sunnybrook_mm --data data/prepared/cross_sunnybrook_mm \
+	  --fold all --out $(FINAL_MM) --reuse
+	$(PY) -m tools.evaluate_afd --run $(FINAL_MM) --data data/prepared/cross_sunnybrook_mm-test \
+	  --list all.txt --out results/cross-dataset-mm-$(STAMP)
+	$(PY) -m tools.evaluate_afd --run $(FINAL_MM) --data data/prepared/cross_sunnybrook_mm-test \
+	  --list all.txt --stack --out results/cross-dataset-mm-$(STAMP)/stack
+	$(PY) -m tools.detect $(SUNNYBROOK)/dicoms --run $(FINAL_MM) \
+	  --decoder $$($(RECIPE_GET) cross_sunnybrook_mm decoder) \
+	  --out results/detect-sunnybrook-mm-$(STAMP) --plot
 
 clean:  ## remove the venv and generated data (not the Caffe cache)
 	rm -rf $(VENV) data runs results

@@ -13,6 +13,8 @@ from pydicom.errors import InvalidDicomError
 
 from data_prep.errors import InputError
 from data_prep.keys import public_order_key
+from data_prep.rwave import RWAVE_KEY, trigger_rwave
+from data_prep.scale import SPACING_KEY
 from data_prep.sequence import CineSequence, anonymous_key
 
 MIN_FRAMES = 2            # a cine needs at least two phases (labels.volume_label says why)
@@ -36,6 +38,7 @@ class DicomImage:
     patient: str                 # identifying: only ever hashed
     expected: int | None         # CardiacNumberOfImages, when the header says
     has_pixels: bool
+    spacing: tuple[float, float] | None = None   # PixelSpacing (row, column) in mm
 
 
 @dataclass
@@ -66,7 +69,10 @@ class DicomSequenceSource:
         """Decode every phase; raises InputError naming the file at fault."""
         return CineSequence(frames=load_frames(self.images), seq_id=self.seq_id, group=self.group,
                             source=self.source, ed=self.ed, es=self.es,
-                            instances=_instances(self.images), meta=dict(self.meta),
+                            instances=_instances(self.images),
+                            meta=dict(self.meta, **{SPACING_KEY: _spacing(self.images),
+                                                    RWAVE_KEY: trigger_rwave(
+                                                        [im.trigger for im in self.images])}),
                             group_order=self.group_order)
 
 
@@ -121,7 +127,8 @@ def _scan_file(path) -> list[DicomImage]:
     n_frames = _int(ds.get("NumberOfFrames")) or 1
     if not _is_multiframe(ds):
         return [DicomImage(str(path), None, series, _position(ds), _float(ds.get("TriggerTime")),
-                           _int(ds.get("InstanceNumber")), shape, patient, expected, has_pixels)]
+                           _int(ds.get("InstanceNumber")), shape, patient, expected, has_pixels,
+                           _pixel_spacing(ds))]
     images = []
     for k in range(n_frames):
         plane = _frame_item(ds, k, "PlanePositionSequence")
@@ -132,9 +139,10 @@ def _scan_file(path) -> list[DicomImage]:
         trigger = _float(cardiac.get("NominalCardiacTriggerDelayTime")) if cardiac else None
         order = _int(content.get("TemporalPositionIndex")) if content else None
         # a plain multi-frame file (no functional groups) is one cine in frame order
+        measures = _frame_item(ds, k, "PixelMeasuresSequence")
         images.append(DicomImage(str(path), k, series, position, trigger,
                                  order if order is not None else k + 1, shape, patient,
-                                 expected, has_pixels))
+                                 expected, has_pixels, _pixel_spacing(measures or ds)))
     return images
 
 
@@ -355,6 +363,28 @@ def _position(ds, plane=None, orient=None) -> float | None:
         normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
         return float(np.dot(normal, np.asarray(ipp, float)))
     return _float(ds.get("SliceLocation"))
+
+
+def _pixel_spacing(ds) -> tuple[float, float] | None:
+    """PixelSpacing (row, column) in mm, else ImagerPixelSpacing, else None."""
+    for key in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(key)
+        try:
+            if value is not None and len(value) == 2:
+                return float(value[0]), float(value[1])
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def _spacing(images: list[DicomImage]) -> tuple[float, float] | None:
+    """The one pixel spacing of a slice's images; InputError when they contradict each other."""
+    found = {im.spacing for im in images}
+    if len(found) > 1:
+        known = sorted(s for s in found if s is not None)
+        raise InputError(_where(images[0]), f"contradictory PixelSpacing within one slice: {known}"
+                                            + (" and missing in some images" if None in found else ""))
+    return found.pop()
 
 
 def _instances(images: list[DicomImage]):

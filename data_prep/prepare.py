@@ -25,12 +25,16 @@ import numpy as np
 
 from data_prep.errors import InputError
 from data_prep.hdf5 import H5_NAME, SequenceWriter
-from data_prep.preprocess import prepare_sequence
+from data_prep.physical import (CROPS_ABOUT, CROPS_NAME, CROPS_PLOT, crop_summary, plot_crops,
+                                stack_steps)
+from data_prep.preprocess import prepare_sequence, row_from_steps
+from data_prep.scale import RESAMPLE
 from data_prep.readers import SOURCES, find_sequences
 from data_prep.splits import DEFAULT_FOLDS, DEFAULT_SEED, assign_folds, write_splits
 from models.config import N_STEPS, ZF
 from tempregnet.contract import SequenceContract
 from tempregnet.labels import CONVENTIONS
+from tempregnet.outputs import write_json_atomic
 
 # Without --recipe: the paper's frames (the zf config's stored size), whole field of view, cycle labels.
 PLAIN = dict(size=ZF.stored_size, roi=1.0, steps=N_STEPS, label="cycle", seed=DEFAULT_SEED)
@@ -55,6 +59,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--roi", type=float,
                    help="keep this central fraction of the square field of view before resizing "
                         "(default 1: the whole frame, as the paper)")
+    p.add_argument("--mm-per-px", type=float,
+                   help="physical scale (docs/scale-and-crop.md): every stored pixel this many mm, "
+                        "a square of MM_PER_PX x SIZE mm around the crop centre, on every scanner "
+                        "(default: off, the scanner's own field of view, as the paper)")
+    p.add_argument("--crop", choices=("lv", "image centre"),
+                   help="with --mm-per-px: centre the square on the LV found in the images (lv, "
+                        "the default) or on the image centre")
+    p.add_argument("--input-mm-per-px", type=float,
+                   help="with --mm-per-px: the input pixel size for sequences whose header "
+                        "states none (no PixelSpacing, or NIfTI's 1 x 1 x 1 placeholder)")
+    p.add_argument("--plot-crops", action="store_true",
+                   help=f"with --mm-per-px: draw every sequence's crop on its mean frame "
+                        f"(OUT/{CROPS_PLOT})")
     p.add_argument("--steps", type=int, help=f"time steps per sequence (default {PLAIN['steps']})")
     p.add_argument("--label", choices=CONVENTIONS, help="Eq. 4 convention (default cycle)")
     p.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help="patient-level folds")
@@ -68,7 +85,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="decoding processes (1: no pool)")
     args = p.parse_args(argv)
-    given = [k for k in ("source", "size", "roi", "steps", "label", "seed") if getattr(args, k) is not None]
+    given = [k for k in ("source", "size", "roi", "steps", "label", "seed", "mm_per_px", "crop",
+                         "input_mm_per_px") if getattr(args, k) is not None]
     if args.recipe:
         if given:
             p.error(f"--recipe sets {', '.join('--' + k for k in given)}; give one or the other")
@@ -83,6 +101,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         # a synthetic cohort is written as DICOM (data_prep.synthetic)
         args.source = "dicom" if spec.source == "synthetic" else spec.source
         args.seed = spec.seed
+        args.input_mm_per_px = spec.input_mm_per_px
     else:
         if args.test_data:
             p.error("--test-data needs --recipe")
@@ -95,19 +114,70 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error("--size must be >= 1 and --steps >= 2")
         if not 0 < args.roi <= 1:
             p.error("--roi must be in (0, 1]")
-        args.contract = SequenceContract(steps=args.steps, stored_size=args.size, label=args.label,
-                                         roi=args.roi)
+        if args.mm_per_px is None and (args.crop or args.input_mm_per_px):
+            p.error("--crop and --input-mm-per-px need --mm-per-px")
+        if args.input_mm_per_px is not None and not args.input_mm_per_px > 0:
+            p.error("--input-mm-per-px must be > 0")
+        crop = "centre square" if args.mm_per_px is None else (args.crop or "lv")
+        try:
+            args.contract = SequenceContract(steps=args.steps, stored_size=args.size,
+                                             label=args.label, roi=args.roi, crop=crop,
+                                             mm_per_px=args.mm_per_px)
+        except ValueError as err:
+            p.error(str(err))
+    if args.plot_crops and not args.contract.physical:
+        p.error("--plot-crops needs a physical scale (--mm-per-px, or a recipe with mm_per_px)")
     return args
 
 
 def _prepare_one(job):
-    """Worker: load and preprocess one sequence; an InputError comes back as (path, problem)."""
-    item, contract = job
-    try:
-        seq = item.load()
-        return prepare_sequence(seq, contract, where=item.where)
-    except InputError as exc:
-        return exc.path, exc.problem        # InputError itself does not survive pickling
+    """Worker: [(index in job, row or (path, problem), crop record or None)] for one job's items.
+
+    A plain job is one sequence; a physical one (contract.mm_per_px) one patient's stack, whose
+    LV crops are found together. InputErrors come back as (path, problem): they do not pickle.
+    """
+    items, contract, input_mm_per_px = job
+    if not contract.physical:
+        item = items[0]
+        try:
+            row = prepare_sequence(item.load(), contract, where=item.where)
+        except InputError as exc:
+            row = (exc.path, exc.problem)
+        return [(0, row, None)]
+    out, seqs, wheres, index = [], [], [], {}
+    for k, item in enumerate(items):
+        try:
+            seqs.append(item.load())
+            wheres.append(item.where)
+            index[id(seqs[-1])] = k
+        except InputError as exc:
+            out.append((k, (exc.path, exc.problem), None))
+    for seq, steps_or_error, record in stack_steps(seqs, contract, input_mm_per_px, wheres):
+        if isinstance(steps_or_error, InputError):
+            k = index[id(seq)] if seq is not None else _index_of(items, steps_or_error)
+            out.append((k, (steps_or_error.path, steps_or_error.problem), None))
+            continue
+        k = index[id(seq)]
+        try:
+            out.append((k, row_from_steps(seq, steps_or_error, contract, items[k].where), record))
+        except InputError as exc:
+            out.append((k, (exc.path, exc.problem), None))
+    return sorted(out, key=lambda r: r[0])
+
+
+def _index_of(items, exc: InputError) -> int:
+    """The item an error of the spacing pass names (by its where text)."""
+    return next((k for k, item in enumerate(items) if item.where == exc.path), 0)
+
+
+def _batches(found, contract) -> list[list[int]]:
+    """Indices of `found` per job: one sequence each, or (physical) one patient's stack each."""
+    if not contract.physical:
+        return [[k] for k in range(len(found))]
+    by_group: dict = {}
+    for k, item in enumerate(found):
+        by_group.setdefault(item.group, []).append(k)
+    return list(by_group.values())
 
 
 def _scrub(problem: str) -> str:
@@ -169,27 +239,37 @@ def run(args) -> int:
         if not found:
             print(f"{args.input}: no sequences to write", file=sys.stderr)
             return 1
-        jobs = [(item, args.contract) for item in found]
+        contract = args.contract
+        batches = _batches(found, contract)
+        jobs = [([found[k] for k in batch], contract, args.input_mm_per_px) for batch in batches]
         groups, seen, resampled, unlabelled = [], set(), Counter(), 0
+        crops, spacing_from = [], Counter()
         order = {}                  # group -> fold order key (data_prep.keys; never written)
+        bar = tqdm(total=len(found), unit="seq", desc="prepare", file=sys.stderr)
         with _results(jobs, args.workers) as results:       # fork the pool before opening HDF5
-            writer = SequenceWriter(tmp / H5_NAME, args.contract)
-            for item, result in tqdm(zip(found, results), total=len(jobs), unit="seq",
-                                     desc="prepare", file=sys.stderr):
-                if isinstance(result, tuple):
-                    problem(InputError(*result))
-                    continue
-                if result.seq_id in seen:
-                    problem(InputError(item.where, "duplicate sequence: same series and slice "
-                                                   "as one already written"))
-                    continue
-                seen.add(result.seq_id)
-                writer.append(result)
-                groups.append(result.group)
-                order[result.group] = result.group_order
-                unlabelled += result.ed < 0
-                if result.n_frames != args.contract.steps:
-                    resampled[result.n_frames] += 1
+            writer = SequenceWriter(tmp / H5_NAME, contract)
+            for batch, job_results in zip(batches, results):
+                for k, result, crop in job_results:
+                    bar.update(1)
+                    item = found[batch[k]]
+                    if isinstance(result, tuple):
+                        problem(InputError(*result))
+                        continue
+                    if result.seq_id in seen:
+                        problem(InputError(item.where, "duplicate sequence: same series and "
+                                                       "slice as one already written"))
+                        continue
+                    seen.add(result.seq_id)
+                    writer.append(result)
+                    groups.append(result.group)
+                    order[result.group] = result.group_order
+                    unlabelled += result.ed < 0
+                    if result.n_frames != contract.steps:
+                        resampled[result.n_frames] += 1
+                    if crop is not None:
+                        crops.append(dict(crop, row=len(groups) - 1))
+                        spacing_from[crop["spacing_from"]] += 1
+        bar.close()
         if not groups:
             print(f"{args.input}: every sequence was skipped; nothing written", file=sys.stderr)
             return 1
@@ -200,6 +280,12 @@ def run(args) -> int:
             "skipped_reasons": dict(Counter(_scrub(p.problem) for p in problems)),
             "resampled_from_frames": {str(k): v for k, v in sorted(resampled.items())},
         }
+        if contract.physical:
+            summary["input_spacing_from"] = dict(spacing_from)
+            summary.update(crop_summary(crops))
+            write_json_atomic(tmp / CROPS_NAME, {"about": CROPS_ABOUT, "sequences": crops})
+            if args.plot_crops:
+                plot_crops(found, batches, crops, contract, tmp / CROPS_PLOT)
         writer.close(_provenance(args, summary, splits))
         writer = None
         _publish(tmp, out)
@@ -231,7 +317,9 @@ def _provenance(args, summary: dict, splits: dict) -> dict:
         "source": args.source,
         "input": os.path.basename(os.path.normpath(args.input)),   # basename only: paths may hold names
         "recipe": args.recipe,          # the sequence contract itself is added by the writer
-        "parameters": {"folds": args.folds, "seed": args.seed, "on_error": args.on_error},
+        "parameters": {"folds": args.folds, "seed": args.seed, "on_error": args.on_error,
+                       **({"input_mm_per_px": args.input_mm_per_px, "resample": RESAMPLE}
+                          if args.contract.physical else {})},
         "counts": summary,
         "splits": {k: v for k, v in splits.items() if k != "folds"},
         "code_version": _code_version(),
@@ -258,6 +346,12 @@ def _print_summary(out: Path, s: dict, splits: dict, args, seconds: float) -> No
         print(f"  {s['unlabelled']} sequences have no ED/ES (ed = es = -1, label NaN)")
     for n, count in s["resampled_from_frames"].items():
         print(f"  resampled {n} -> {args.contract.steps} frames: {count} sequences")
+    c = args.contract
+    if c.physical:
+        print(f"  {c.crop} crop of {c.field_mm:g} mm at {c.stored_size} px ({c.mm_per_px:.4g} mm "
+              f"per stored pixel); input pixel size from "
+              + ", ".join(f"{k}: {v}" for k, v in sorted(s["input_spacing_from"].items()))
+              + f"; LV radius found (mm) {s['lv_radius_mm_found']}; per row in {CROPS_NAME}")
     print(f"  skipped {s['skipped']}" + (":" if s["skipped"] else ""))
     for reason, count in sorted(s["skipped_reasons"].items()):
         print(f"    {count} x {reason}")

@@ -86,7 +86,11 @@ def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
 
 
 def sequence_to_steps(frames: np.ndarray, contract: SequenceContract, where="sequence") -> np.ndarray:
-    """T x H x W scanner frames -> steps x S x S uint8, the stored form of the contract."""
+    """T x H x W scanner frames -> steps x S x S uint8, the stored form of a "centre square"
+    contract (physical contracts: data_prep.scale.physical_steps, which needs the crop)."""
+    if contract.physical:
+        raise ValueError("a physical contract (mm_per_px) needs the pixel spacing and crop: "
+                         "data_prep.physical.stack_steps")
     frames = np.asarray(frames, dtype=np.float32)
     check_frames(frames, where)
     lo, hi = squash_range(frames, contract.squash_percentiles, contract.percentile_stride)
@@ -105,7 +109,12 @@ def step_label(n_frames: int, ed, es, n_steps: int, convention: str) -> np.ndarr
 
 def prepare_sequence(seq: CineSequence, contract: SequenceContract, where="sequence") -> PreparedRow:
     """A CineSequence -> its HDF5 row; InputError for bad frames or labels."""
-    frames = sequence_to_steps(seq.frames, contract, where)
+    return row_from_steps(seq, sequence_to_steps(seq.frames, contract, where), contract, where)
+
+
+def row_from_steps(seq: CineSequence, frames: np.ndarray, contract: SequenceContract,
+                   where) -> PreparedRow:
+    """The HDF5 row of a sequence whose stored frames are made: Eq. 4 label and ids added."""
     try:
         label = step_label(seq.n_frames, seq.ed, seq.es, contract.steps, contract.label)
     except ValueError as exc:           # volume_label's own checks (range, ED == ES)

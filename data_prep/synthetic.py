@@ -210,7 +210,9 @@ def generate_patient(rng: np.random.Generator, index: int, **overrides) -> Synth
     """Draw one patient (anatomy, cycle, noise) from rng; keyword overrides fix any parameter.
 
     Overridable: kind, n_frames, heart_rate, ef, ed_frame, n_slices, size, fov_mm, noise,
-    bias, breathing_mm, scale, clean (True: no noise, bias or breathing; same anatomy and cycle).
+    bias, breathing_mm, scale, clean (True: no noise, bias or breathing; same anatomy and cycle),
+    shift_mm (whole body moved (down, right) in the field of view) and rotation_deg (image
+    rotated about its centre); pixel size = fov_mm / size.
     Every draw happens whether overridden or not, so the rest of the patient stays the same.
     Raises ValueError when the overrides leave no frame grid with unique ED and ES.
     """
@@ -246,10 +248,16 @@ def generate_patient(rng: np.random.Generator, index: int, **overrides) -> Synth
     breathing_mm = float(pick("breathing_mm", rng.uniform(1.0, 4.0)))
     scale = float(pick("scale", rng.uniform(400.0, 1400.0)))    # blood signal, scanner units
     clean = bool(pick("clean", False))
+    # Placement in the field of view (no draws, so the rest of the patient stays the same):
+    # the whole body shifted by (down, right) mm, and the image rotated about its centre.
+    body_shift = np.asarray(pick("shift_mm", (0.0, 0.0)), dtype=np.float64)
+    rotation = float(pick("rotation_deg", 0.0))
     if over:
         raise TypeError(f"unknown override(s): {', '.join(sorted(over))}")
 
     anatomy = _draw_anatomy(rng, kp, n_slices, size)
+    anatomy["heart"] = anatomy["heart"] + body_shift
+    anatomy["torso_shift"] = anatomy["torso_shift"] + body_shift
     rr_ms = 60000.0 / heart_rate
     s_nominal = rng.uniform(*SYSTOLE_MS) / rr_ms
     # Unique extremes in the smallest slice's pixel area (at the reference size), not only in
@@ -281,6 +289,8 @@ def generate_patient(rng: np.random.Generator, index: int, **overrides) -> Synth
         breath = _breathing(rng, n_frames, rr_ms, breathing_mm / px) * (0.0 if clean else 1.0)
         field = _smooth_field(rng, size)
         img, area, centre = _render_slice(anatomy, i, volume, rv_volume, breath, size, px)
+        if rotation:
+            img, centre = _rotate(img, centre, rotation)
         if not clean:
             yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5
             gain = np.exp(bias * (anatomy["coil"][0] * yy + anatomy["coil"][1] * xx)
@@ -300,6 +310,20 @@ def generate_patient(rng: np.random.Generator, index: int, **overrides) -> Synth
         start_phase=float(np.mod(phases[0], 1.0)), pixel_spacing=px,
         slice_spacing=anatomy["slice_spacing"], blood_level=scale * TISSUE["blood"],
         myocardium_level=scale * TISSUE["myocardium"], index=index, shape=shape)
+
+
+def _rotate(frames: np.ndarray, centres: np.ndarray, degrees: float):
+    """Frames rotated about the image centre (counter-clockwise on screen) and the LV centres."""
+    import cv2
+    h, w = frames.shape[1:]
+    about = ((w - 1) / 2.0, (h - 1) / 2.0)
+    m = cv2.getRotationMatrix2D(about, degrees, 1.0)          # acts on (x = col, y = row)
+    out = np.stack([cv2.warpAffine(f, m, (w, h), flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+                    for f in frames])
+    xy = np.stack([centres[:, 1], centres[:, 0], np.ones(len(centres))])
+    moved = m @ xy
+    return out, np.stack([moved[1], moved[0]], axis=1)
 
 
 def _breathing(rng, n_frames, rr_ms, amplitude_px) -> np.ndarray:

@@ -16,6 +16,10 @@ from data_prep.errors import InputError
 from tempregnet.labels import CONVENTIONS
 
 PROVENANCE_KEY = "contract"
+# "centre square": the central roi of the frame (the paper's whole frame at roi 1); with
+# mm_per_px, "lv": around the LV found in the images (data_prep.heart_crop), "image centre":
+# around the image centre.
+CROPS = ("centre square", "lv", "image centre")
 
 
 @dataclass(frozen=True)
@@ -26,7 +30,11 @@ class SequenceContract:
     stored_size: int           # S: stored frames are S x S uint8; nets crop C <= S from them
     label: str                 # Eq. 4 convention of the labels (tempregnet.labels.CONVENTIONS)
     roi: float                 # central fraction of the frame's square field of view kept
-    crop: str = "centre square"                 # how the square was cut from the frame
+    crop: str = "centre square"                 # how the square was cut from the frame (CROPS)
+    # Physical scale (docs/scale-and-crop.md): None, the scanner's pixels (the central roi of
+    # the square field of view, as the paper); else every stored pixel is this many mm, the
+    # stored square mm_per_px x stored_size mm around the crop centre, on every scanner.
+    mm_per_px: float | None = None
     squash_percentiles: tuple = (1.0, 99.0)     # per-sequence grey range mapped onto 0..255
     percentile_stride: int = 2                  # percentiles from every 2nd row and column
     time: str = "cyclic linear at step_positions(n_frames, steps)"
@@ -41,7 +49,28 @@ class SequenceContract:
             raise ValueError(f"contract: label must be one of {CONVENTIONS}, got {self.label!r}")
         if not 0 < self.roi <= 1:
             raise ValueError(f"contract: roi must be in (0, 1], got {self.roi!r}")
+        if self.crop not in CROPS:
+            raise ValueError(f"contract: crop must be one of {CROPS}, got {self.crop!r}")
+        if self.mm_per_px is not None:
+            if not isinstance(self.mm_per_px, (int, float)) or not self.mm_per_px > 0:
+                raise ValueError(f"contract: mm_per_px must be > 0 or None, got {self.mm_per_px!r}")
+            if self.roi != 1.0:
+                raise ValueError("contract: mm_per_px replaces roi (keep roi = 1)")
+            object.__setattr__(self, "mm_per_px", float(self.mm_per_px))
+        if (self.crop == "centre square") != (self.mm_per_px is None):
+            raise ValueError(f"contract: crop {self.crop!r} goes with "
+                             f"{'no ' if self.crop == 'centre square' else ''}mm_per_px")
         object.__setattr__(self, "squash_percentiles", tuple(float(p) for p in self.squash_percentiles))
+
+    @property
+    def physical(self) -> bool:
+        """True when stored pixels are a fixed size in mm (mm_per_px given)."""
+        return self.mm_per_px is not None
+
+    @property
+    def field_mm(self) -> float | None:
+        """Side of the stored square in mm (physical contracts only)."""
+        return None if self.mm_per_px is None else self.mm_per_px * self.stored_size
 
     def replace(self, **changes) -> "SequenceContract":
         """A copy with some fields changed."""

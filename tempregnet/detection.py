@@ -91,7 +91,39 @@ def detection_record(input_index: int, seq, result: dict) -> dict:
         "time_s": round(float(result["time_s"]), 4),
         "curve_steps": [round(float(v), 5) for v in result["curve"]],
         **({"stack_size": result["stack_size"]} if "stack_size" in result else {}),
+        **({"crop": result["crop"]} if "crop" in result else {}),
     }
+
+
+def loaded_sequences(found, contract, input_mm_per_px, problem):
+    """(item, sequence, crop) per found sequence; crop = (spacing, HeartCrop, spacing source)
+    for a physical contract (LV crops found per patient stack, as prepare does), else None."""
+    if not contract.physical:
+        for item in found:
+            try:
+                yield item, item.load(), None
+            except InputError as err:
+                problem(err)
+        return
+    from data_prep.physical import stack_crops
+    by_group: dict = {}
+    for item in found:
+        by_group.setdefault(item.group, []).append(item)
+    for items in by_group.values():
+        pairs = []
+        for item in items:
+            try:
+                pairs.append((item, item.load()))
+            except InputError as err:
+                problem(err)
+        placed, problems = stack_crops([q for _, q in pairs], contract, input_mm_per_px,
+                                       [i.where for i, _ in pairs])
+        for err in problems:
+            problem(err)
+        by_seq = {id(seq): (sp, crop, how) for seq, sp, how, crop, _ in placed}
+        for item, seq in pairs:
+            if id(seq) in by_seq:
+                yield item, seq, by_seq[id(seq)]
 
 
 def plot_detection(seq, result: dict, path, contract) -> None:
@@ -120,6 +152,17 @@ def plot_detection(seq, result: dict, path, contract) -> None:
     ax.set_ylabel("volume-like output")
     ax.set_title(f"sequence {seq.seq_id}: {n} frames")
     ax.legend(fontsize=7, loc="upper right")
+    if "crop" in result:                   # where the LV crop was taken, on the mean frame
+        ax.set_position([0.08, 0.42, 0.68, 0.52])
+        inset = fig.add_axes([0.79, 0.42, 0.19, 0.52])
+        c = result["crop"]
+        (r, col), (sr, sc) = c["centre_px"], c["input_mm_per_px"]
+        hr, hc = c["side_mm"] / sr / 2, c["side_mm"] / sc / 2
+        inset.imshow(np.asarray(seq.frames).mean(axis=0), cmap="gray")
+        inset.plot([col - hc, col + hc, col + hc, col - hc, col - hc],
+                   [r - hr, r - hr, r + hr, r + hr, r - hr], "y-", lw=1)
+        inset.set_title(f"{c['side_mm']:g} mm crop", fontsize=7)
+        inset.set_axis_off()
     strip = fig.add_axes([0.08, 0.03, 0.9, 0.3])
     tiles = [np.pad(t, 2, constant_values=1.0 if k == ed else 0.5 if k == es else 0.0)
              for k, t in enumerate(thumbs)]

@@ -15,6 +15,8 @@ import numpy as np
 
 from data_prep.errors import InputError
 from data_prep.preprocess import sequence_to_steps
+from data_prep.rwave import RWAVE_KEY
+from data_prep.scale import physical_steps
 from tempregnet.contract import SequenceContract
 from tempregnet.labels import decode_steps
 from tempregnet.net_input import net_input, sequence_starts, time_major
@@ -109,8 +111,10 @@ def forward_steps(loaded: LoadedNet, frames: np.ndarray) -> np.ndarray:
 
 
 def check_rows(loaded: LoadedNet, contract: SequenceContract, where) -> None:
-    """An error unless prepared data of contract has the steps and frame size the net was trained on."""
-    loaded.contract.check(contract, where, ("steps", "stored_size"), what="model was trained on")
+    """An error unless prepared data of contract has the steps, frame size and physical geometry
+    (mm_per_px, crop) the net was trained on."""
+    loaded.contract.check(contract, where, ("steps", "stored_size", "mm_per_px", "crop"),
+                          what="model was trained on")
 
 
 def predict_rows(loaded: LoadedNet, rows: dict, batch: int = 1, method: str = "fit",
@@ -152,14 +156,25 @@ def _row_record(rows, i, ed, es, time_s, curve) -> dict:
     return rec
 
 
-def predict_sequence(loaded: LoadedNet, seq, method: str = "fit") -> dict:
-    """ED/ES (0-based original frames) of one CineSequence, with its step curve and time."""
+def predict_sequence(loaded: LoadedNet, seq, method: str = "fit", crop=None) -> dict:
+    """ED/ES (0-based original frames) of one CineSequence, with its step curve and time.
+
+    A physical contract (mm_per_px) needs `crop`, the sequence's (spacing, HeartCrop) from
+    data_prep.physical.stack_crops; the R wave's position (fit_rwave) comes from seq.meta.
+    """
     tic = time.perf_counter()
-    steps = sequence_to_steps(seq.frames, loaded.contract, where=seq.seq_id)   # T x S x S uint8
+    if loaded.contract.physical:
+        if crop is None:
+            raise ValueError("a model trained on fixed-mm frames needs the sequence's crop")
+        steps = physical_steps(seq.frames, crop[0], crop[1].centre_px, loaded.contract,
+                               where=seq.seq_id)
+    else:
+        steps = sequence_to_steps(seq.frames, loaded.contract, where=seq.seq_id)  # T x S x S
     t_pre = time.perf_counter()
     curve = forward_steps(loaded, steps[None])[0]
     t_fwd = time.perf_counter()
-    ed, es = decode_steps(curve, seq.n_frames, loaded.contract.label, method)
+    ed, es = decode_steps(curve, seq.n_frames, loaded.contract.label, method,
+                          rwave=float((seq.meta or {}).get(RWAVE_KEY) or 0.0))
     t_end = time.perf_counter()
     return {"ed": int(ed), "es": int(es), "time_s": t_end - tic, "curve": curve, "steps": steps,
             "stage_s": {"preprocess": t_pre - tic, "forward": t_fwd - t_pre,

@@ -114,11 +114,11 @@ def steps_to_frames(step_values, n_frames: int) -> np.ndarray:
     return np.moveaxis(cyclic_resample(v, pos), 0, -1)
 
 
-DECODERS = ("fit", "extrema", "fit_es")
+DECODERS = ("fit", "extrema", "fit_es", "fit_rwave")
 
 
 def decode_steps(step_values, n_frames: int, convention: str = "cycle",
-                 method: str = "fit") -> tuple[int, int]:
+                 method: str = "fit", rwave: float = 0.0) -> tuple[int, int]:
     """ED/ES in original frames from a curve predicted on the resampled step grid.
 
     ``"fit"`` (default): the (ED, ES) placement whose Eq. 4 curve, sampled at the step positions,
@@ -127,7 +127,11 @@ def decode_steps(step_values, n_frames: int, convention: str = "cycle",
     where interpolating 20 steps back onto 12-35 frames and taking extrema loses about one frame.
     ``"extrema"``: the paper's rule, maximum and minimum after resampling onto the frames.
     ``"fit_es"``: ES from the fit, ED by the paper's rule given that ES (the maximum of the
-    resampled curve, before ES for "paper" labels). For sequences that start at ED: the fit
+    resampled curve, before ES for "paper" labels). ``"fit_rwave"`` (data_prep.rwave): ES from the
+    fit, ED the fit's, moved forward to the first frame after the R wave (at ``rwave``, 0 unless
+    the trigger times say otherwise) when the curve is flat in between: one decoder for scans
+    that start at ED and those that do not.
+    For sequences that start at ED: the fit
     places ED and ES together, so a systole predicted too short can pull ED off the peak at
     frame 0 (docs/deviations.md, 18); exact on "paper" labels with ED = 0, not for ED > 0.
     """
@@ -139,6 +143,11 @@ def decode_steps(step_values, n_frames: int, convention: str = "cycle",
     if method == "fit_es":
         fit_ed, es = decode_steps(y, n_frames, convention, "fit")
         ed = peak_for(steps_to_frames(y, n_frames), es, cyclic=convention == "cycle")
+        return (fit_ed if ed == es else ed), es
+    if method == "fit_rwave":
+        from data_prep.rwave import snap_ed
+        fit_ed, es = decode_steps(y, n_frames, convention, "fit")
+        ed = snap_ed(steps_to_frames(y, n_frames), fit_ed, rwave)
         return (fit_ed if ed == es else ed), es
     if method != "fit":
         raise ValueError(f"unknown decoder {method!r}; expected one of {DECODERS}")

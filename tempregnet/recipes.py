@@ -28,12 +28,20 @@ FIXED_FIELDS = {"name", "description", "stored_size", "crop", "pool5_size", "n_s
 
 @dataclass(frozen=True)
 class DataSpec:
-    """How a recipe's data is prepared: source reader, label convention, ROI, split (and cohort) seed."""
+    """How a recipe's data is prepared: source reader, label convention, ROI or physical scale,
+    split (and cohort) seed."""
     source: str
     label: str
     roi: float
     seed: int
     patients: int | None = None     # synthetic source only: cohort size
+    # Physical scale (docs/scale-and-crop.md): stored pixel size in mm and where the square is
+    # taken ("lv" or "image centre"); None and "centre square": the roi of the scanner's frame.
+    mm_per_px: float | None = None
+    crop: str = "centre square"
+    # The input pixel size for sequences whose header states none (not a contract fact: a
+    # statement about the data, e.g. the ACDC copy's 1 x 1 x 1 placeholder headers).
+    input_mm_per_px: float | None = None
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,7 @@ class Recipe:
             raise ValueError(f"recipe {self.name!r} has no {which}")
         cfg = self.net_config()
         return SequenceContract(steps=cfg.n_steps, stored_size=cfg.stored_size, label=spec.label,
-                                roi=spec.roi)
+                                roi=spec.roi, crop=spec.crop, mm_per_px=spec.mm_per_px)
 
     def to_dict(self) -> dict:
         """JSON-ready fields (recorded in every run's settings.json)."""

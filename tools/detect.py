@@ -25,9 +25,10 @@ import numpy as np
 
 from data_prep.errors import InputError
 from data_prep.keys import ensure_outside
+from data_prep.physical import crop_record
 from tempregnet.detection import (OUTPUT_CSV, OUTPUT_JSON, PLOT_DIR, CSV_COLUMNS,
                                   decode_input_stacks, detection_record, find_inputs,
-                                  plot_detection)
+                                  loaded_sequences, plot_detection)
 from tempregnet.inference import predict_sequence, quiet_caffe
 from tempregnet.model_spec import add_net_arguments, load_spec, spec_from_args
 from tempregnet.outputs import OutputExists, refuse_overwrite, write_csv_atomic, write_json_atomic
@@ -39,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", choices=("auto", "dicom", "acdc", "nifti", "sunnybrook"),
                    default="auto", help="input type (default: guessed per input)")
     add_net_arguments(p)
+    p.add_argument("--input-mm-per-px", type=float,
+                   help="input pixel size for sequences whose header states none (no "
+                        "PixelSpacing, NIfTI's 1 x 1 x 1 placeholder), for a model trained on "
+                        "fixed-mm frames (docs/scale-and-crop.md)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--plot", action="store_true", help="write a PNG per sequence")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
@@ -57,6 +62,8 @@ def main(argv=None) -> int:
                 and any((out / PLOT_DIR).iterdir()):
             raise OutputExists(f"{out / PLOT_DIR}: holds plots; pass --force to overwrite")
         ensure_outside(out)
+        if args.input_mm_per_px is not None and not args.input_mm_per_px > 0:
+            raise ValueError("--input-mm-per-px must be > 0")
         loaded = load_spec(spec_from_args(args))
     except (InputError, OutputExists, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -84,16 +91,18 @@ def main(argv=None) -> int:
         for err in problems:
             problem(err)
         held = []       # --stack: this input's (sequence, result) until its stacks are decoded
-        for item in found:
+        for item, seq, crop in loaded_sequences(found, loaded.contract, args.input_mm_per_px,
+                                                problem):
             try:
-                seq = item.load()
-                result = predict_sequence(loaded, seq, args.decoder)
+                result = predict_sequence(loaded, seq, args.decoder, crop=crop)
             except InputError as err:
                 problem(err)
                 continue
             except ValueError as err:       # e.g. the net produced NaN: name the sequence
                 problem(InputError(getattr(item, "path", path), f"sequence {item.seq_id}: {err}"))
                 continue
+            if crop is not None:
+                result["crop"] = crop_record(seq.seq_id, crop[0], crop[2], crop[1])
             if args.stack:
                 held.append((seq, result))
             else:                           # reported at once: no input's frames are kept

@@ -1,0 +1,99 @@
+"""Physical scale through the commands: detect crops as the run's data was cropped, evaluate_afd
+refuses frames of another geometry, a missing pixel size is one clear problem."""
+import json
+
+import numpy as np
+import pytest
+
+from cli import run_module
+from data_prep import prepare
+from data_prep.synthetic import generate_patient, write_dicom_series
+from tempregnet.contract import read_contract
+from trivial_net import STORED, write_prepared, write_run_dir
+
+pytest.importorskip("caffe")
+nib = pytest.importorskip("nibabel")
+
+FIELD_MM = 128.0
+
+
+def physical_run(folder, contract):
+    """The trivial run folder, recorded as trained on data of this (physical) contract."""
+    return write_run_dir(folder, contract=contract)
+
+
+@pytest.fixture(scope="module")
+def phantom_study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    p = generate_patient(np.random.default_rng([3, 2]), 2, n_slices=2, fov_mm=300.0, size=160)
+    for i, frames in enumerate(p.slices):
+        write_dicom_series(root / "study" / f"s{i}", frames, series_uid=f"1.2.9.{i}",
+                           slice_location=-10.0 * i, pixel_spacing=p.pixel_spacing,
+                           rng=np.random.default_rng(i))
+    (root / "study" / "labels.csv").write_text(
+        "series_uid,ed,es\n" + "".join(f"1.2.9.{i},{p.ed},{p.es}\n" for i in range(len(p.slices))))
+    return root / "study", p
+
+
+@pytest.fixture(scope="module")
+def physical_prepared(tmp_path_factory, phantom_study):
+    out = tmp_path_factory.mktemp("prep") / "prepared"
+    assert prepare.main(["--source", "dicom", str(phantom_study[0]), str(out), "--size",
+                         str(STORED), "--mm-per-px", repr(FIELD_MM / STORED), "--workers", "1",
+                         "--folds", "1"]) == 0
+    return out
+
+
+def test_detect_crops_around_the_lv_and_says_where(phantom_study, physical_prepared, tmp_path):
+    study, p = phantom_study
+    run = physical_run(tmp_path / "run", read_contract(physical_prepared))
+    out = tmp_path / "det"
+    res = run_module("tools.detect", study, "--run", run, "--out", out, "--plot", "--quiet")
+    assert res.returncode == 0, res.stderr
+    det = json.loads((out / "detections.json").read_text())
+    assert len(det["sequences"]) == len(p.slices)
+    for rec in det["sequences"]:
+        crop = rec["crop"]
+        assert crop["side_mm"] == FIELD_MM and crop["spacing_from"] == "header"
+        err = min(np.hypot(*(np.array(crop["centre_px"]) - p.lv_center[i].mean(axis=0)))
+                  for i in range(len(p.slices))) * p.pixel_spacing
+        assert err < 15.0
+    assert len(list((out / "plots").glob("*.png"))) == len(p.slices)
+    # the crop detect took is the one prepare took for the same frames
+    prepared = json.loads((physical_prepared / "crops.json").read_text())["sequences"]
+    assert sorted(tuple(c["centre_px"]) for c in prepared) == \
+        sorted(tuple(r["crop"]["centre_px"]) for r in det["sequences"])
+
+
+def test_detect_without_pixel_size_is_one_problem_until_given(physical_prepared, tmp_path):
+    frames = np.random.default_rng(0).random((24, 24, 2, 12)).astype(np.float32) * 100
+    frames[8:16, 8:16] += np.linspace(0, 50, 12)                     # something that changes
+    path = tmp_path / "case_4d.nii.gz"
+    nib.save(nib.Nifti1Image(frames, np.eye(4)), path)               # pixdim 1 x 1 x 1, no units
+    run = physical_run(tmp_path / "run", read_contract(physical_prepared))
+    res = run_module("tools.detect", path, "--run", run, "--out", tmp_path / "a", "--quiet")
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    problems = [l for l in res.stderr.splitlines() if l.startswith("problem:")]
+    assert len(problems) == 2 and all("placeholder" in l and "--input-mm-per-px" in l
+                                      for l in problems)
+    res = run_module("tools.detect", path, "--run", run, "--out", tmp_path / "b", "--quiet",
+                     "--input-mm-per-px", "1.5")
+    assert res.returncode == 0, res.stderr
+    rec = json.loads((tmp_path / "b" / "detections.json").read_text())["sequences"][0]
+    assert rec["crop"]["spacing_from"] == "fallback" and rec["crop"]["input_mm_per_px"] == [1.5, 1.5]
+
+
+def test_evaluate_refuses_frames_of_another_geometry(physical_prepared, tmp_path):
+    legacy = write_prepared(tmp_path / "legacy", [(20, 0, 7, 0, 7), (15, 4, 9, 4, 9)], [[0], [1]])
+    physical = read_contract(physical_prepared)
+    run = physical_run(tmp_path / "run", physical)
+    res = run_module("tools.evaluate_afd", "--run", run, "--list", legacy / "fold0_test.txt",
+                     "--out", tmp_path / "e1")
+    assert res.returncode == 2 and "mm_per_px" in res.stderr and "Traceback" not in res.stderr
+    res = run_module("tools.evaluate_afd", "--run", run, "--list",
+                     physical_prepared / "all.txt", "--out", tmp_path / "e2")
+    assert res.returncode == 0, res.stderr
+    other = physical_run(tmp_path / "run2", physical.replace(mm_per_px=200 / STORED))
+    res = run_module("tools.evaluate_afd", "--run", other, "--list",
+                     physical_prepared / "all.txt", "--out", tmp_path / "e3")
+    assert res.returncode == 2 and "mm_per_px" in res.stderr
