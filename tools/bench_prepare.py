@@ -39,6 +39,27 @@ def write_cohort(folder: Path, n_sequences: int, seed: int) -> None:
                            rng=rng)
 
 
+def time_prepare(sequences: int, workers: int, seed: int = 0, work: Path | None = None) -> float:
+    """Seconds of one `data_prep.prepare` run over `sequences` synthetic series (written first, untimed)."""
+    folder = work or Path(tempfile.mkdtemp(prefix="bench_prepare."))
+    try:
+        dicom = folder / "dicom"
+        if not dicom.exists():
+            tic = time.perf_counter()
+            write_cohort(dicom, sequences, seed)
+            print(f"wrote {sequences} x {N_STEPS} DICOM files in {time.perf_counter() - tic:.1f} s")
+        tic = time.perf_counter()
+        code = prepare.main(["--source", "dicom", str(dicom), str(folder / "prepared"), "--force",
+                             "--folds", "2", "--workers", str(workers)])
+        seconds = time.perf_counter() - tic
+        if code:
+            raise RuntimeError(f"data_prep.prepare failed (exit {code})")
+        return seconds
+    finally:
+        if work is None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def main(argv=None) -> int:
     """Write the cohort, time one prepare run, print sequences/s."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -47,27 +68,11 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temp folder)")
     args = p.parse_args(argv)
-    work = args.keep or Path(tempfile.mkdtemp(prefix="bench_prepare."))
-    try:
-        dicom = work / "dicom"
-        if not dicom.exists():
-            tic = time.perf_counter()
-            write_cohort(dicom, args.sequences, args.seed)
-            print(f"wrote {args.sequences} x {N_STEPS} DICOM files in {time.perf_counter() - tic:.1f} s")
-        out = work / "prepared"
-        tic = time.perf_counter()
-        code = prepare.main(["--source", "dicom", str(dicom), str(out), "--force", "--folds", "2",
-                             "--workers", str(args.workers)])
-        seconds = time.perf_counter() - tic
-        if code:
-            return code
-        rate = args.sequences / seconds
-        print(f"DICOM -> HDF5: {args.sequences} sequences of {N_STEPS} x {SIDE} x {SIDE} in "
-              f"{seconds:.2f} s = {rate:.1f} sequences/s ({args.workers} workers, "
-              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
-    finally:
-        if args.keep is None:
-            shutil.rmtree(work, ignore_errors=True)
+    seconds = time_prepare(args.sequences, args.workers, args.seed, args.keep)
+    rate = args.sequences / seconds
+    print(f"DICOM -> HDF5: {args.sequences} sequences of {N_STEPS} x {SIDE} x {SIDE} in "
+          f"{seconds:.2f} s = {rate:.1f} sequences/s ({args.workers} workers, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     return 0
 
 
