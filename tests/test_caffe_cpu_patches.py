@@ -1,9 +1,9 @@
-"""Our CPU patches to Caffe (tools/caffe/patches/0010-0019): outputs and gradients against numpy references.
+"""Our CPU patches to Caffe (tools/caffe/patches/0011-0013): outputs and gradients against numpy references.
 
-0010 convolves several images per im2col + GEMM; its forward and bottom gradient must also equal,
-bit for bit, what Caffe computes one image at a time (a net of one image takes the old path), so
-that training runs give the same numbers as before the patch. 0011 computes the within-channel
-LRN in one pass instead of through five helper layers.
+0011 computes the within-channel LRN in one pass instead of through five helper layers (same
+values within float rounding). 0012 (max pooling) and 0013 (ReLU backward) change how, not what:
+their outputs, argmax masks and gradients must equal the numpy references bit for bit, which is
+why `make demo` (no LRN in the small net) trains to the same weights as before them.
 """
 import numpy as np
 import pytest
@@ -16,101 +16,6 @@ def load_net(tmp_path, text: str, name: str):
     path.write_text("force_backward: true\n" + text)
     caffe.set_mode_cpu()
     return caffe.Net(str(path), caffe.TRAIN)
-
-
-def conv_net(tmp_path, shape, out, kernel, stride=1, pad=0, dilation=1, group=1, bias=True):
-    dims = " ".join(f"dim: {d}" for d in shape)
-    text = f"""layer {{ name: "x" type: "Input" top: "x" input_param {{ shape {{ {dims} }} }} }}
-layer {{ name: "conv" type: "Convolution" bottom: "x" top: "y"
-  convolution_param {{ num_output: {out} kernel_size: {kernel} stride: {stride} pad: {pad}
-    dilation: {dilation} group: {group} bias_term: {str(bias).lower()}
-    weight_filler {{ type: "gaussian" std: 0.1 }} bias_filler {{ type: "gaussian" std: 0.1 }} }} }}
-"""
-    return load_net(tmp_path, text, f"conv_{shape[0]}")
-
-
-def conv_reference(x, w, b, stride, pad, dilation, group, dy):
-    """Direct convolution in float64, one kernel offset at a time: y, dx, dw, db."""
-    n, c, h, wd = x.shape
-    o, cg, k, _ = w.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    oh = (h + 2 * pad - dilation * (k - 1) - 1) // stride + 1
-    ow = (wd + 2 * pad - dilation * (k - 1) - 1) // stride + 1
-    y = np.zeros((n, o, oh, ow))
-    dxp, dw = np.zeros_like(xp), np.zeros_like(w)
-    og = o // group
-    for g in range(group):
-        cs, os_ = slice(g * cg, (g + 1) * cg), slice(g * og, (g + 1) * og)
-        for i in range(k):
-            for j in range(k):
-                rows = slice(i * dilation, i * dilation + stride * (oh - 1) + 1, stride)
-                cols = slice(j * dilation, j * dilation + stride * (ow - 1) + 1, stride)
-                patch = xp[:, cs, rows, cols]                       # N x C/g x OH x OW
-                y[:, os_] += np.einsum("oc,ncyx->noyx", w[os_, :, i, j], patch)
-                dw[os_, :, i, j] += np.einsum("noyx,ncyx->oc", dy[:, os_], patch)
-                dxp[:, cs, rows, cols] += np.einsum("oc,noyx->ncyx", w[os_, :, i, j], dy[:, os_])
-    if b is not None:
-        y += b[None, :, None, None]
-    db = dy.sum(axis=(0, 2, 3))
-    return y, dxp[:, :, pad:pad + h, pad:pad + wd], dw, db
-
-
-# (images, channels, side, outputs, kernel, stride, pad, dilation, group, bias): several GEMM
-# batches with a remainder (41 images of 10 x 10 outputs per GEMM), ZF's strided first layers,
-# dilation, no bias, and cases the batched path leaves to Caffe's own loop (group 2, one image).
-CASES = [
-    (70, 3, 10, 5, 3, 1, 1, 1, 1, True),
-    (6, 3, 23, 8, 7, 2, 3, 1, 1, True),
-    (5, 4, 13, 6, 5, 2, 2, 1, 1, False),
-    (4, 2, 12, 3, 3, 1, 2, 2, 1, True),
-    (3, 4, 9, 6, 3, 1, 1, 1, 2, True),
-    (1, 3, 11, 4, 3, 1, 1, 1, 1, True),
-]
-
-
-@pytest.mark.parametrize("case", CASES)
-def test_convolution_matches_numpy(tmp_path, case):
-    n, c, side, out, k, s, p, d, g, bias = case
-    net = conv_net(tmp_path, (n, c, side, side), out, k, s, p, d, g, bias)
-    rng = np.random.default_rng(n + side)
-    x = rng.normal(size=net.blobs["x"].data.shape).astype(np.float32)
-    net.blobs["x"].data[...] = x
-    net.forward()
-    dy = rng.normal(size=net.blobs["y"].data.shape).astype(np.float32)
-    net.blobs["y"].diff[...] = dy
-    for param in net.params["conv"]:
-        param.diff[...] = 0
-    net.backward()
-    w = net.params["conv"][0].data.astype(np.float64)
-    b = net.params["conv"][1].data.astype(np.float64) if bias else None
-    y, dx, dw, db = conv_reference(x.astype(np.float64), w, b, s, p, d, g, dy.astype(np.float64))
-    np.testing.assert_allclose(net.blobs["y"].data, y, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(net.blobs["x"].diff, dx, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(net.params["conv"][0].diff, dw, rtol=1e-4, atol=1e-3)
-    if bias:
-        np.testing.assert_allclose(net.params["conv"][1].diff, db, rtol=1e-4, atol=1e-3)
-
-
-@pytest.mark.parametrize("case", [CASES[0], CASES[1]])
-def test_batched_convolution_equals_one_image_at_a_time(tmp_path, case):
-    """Forward and bottom gradient bit for bit as Caffe's per-image loop (what a 1-image net runs)."""
-    n, c, side, out, k, s, p, d, g, bias = case
-    many = conv_net(tmp_path, (n, c, side, side), out, k, s, p, d, g, bias)
-    one = conv_net(tmp_path, (1, c, side, side), out, k, s, p, d, g, bias)
-    for mine, theirs in zip(one.params["conv"], many.params["conv"]):
-        mine.data[...] = theirs.data
-    rng = np.random.default_rng(1)
-    many.blobs["x"].data[...] = rng.normal(size=many.blobs["x"].data.shape)
-    many.forward()
-    many.blobs["y"].diff[...] = rng.normal(size=many.blobs["y"].data.shape)
-    many.backward()
-    for i in range(n):
-        one.blobs["x"].data[...] = many.blobs["x"].data[i:i + 1]
-        one.forward()
-        one.blobs["y"].diff[...] = many.blobs["y"].diff[i:i + 1]
-        one.backward()
-        np.testing.assert_array_equal(one.blobs["y"].data[0], many.blobs["y"].data[i])
-        np.testing.assert_array_equal(one.blobs["x"].diff[0], many.blobs["x"].diff[i])
 
 
 def lrn_net(tmp_path, shape, size, alpha, beta):
@@ -158,3 +63,84 @@ def test_within_channel_lrn_matches_numpy(tmp_path, size, alpha, beta, scale):
         numeric[idx] = np.sum(dy * (lrn_reference(plus, size, alpha, beta)
                                     - lrn_reference(minus, size, alpha, beta))) / (2 * eps)
     np.testing.assert_allclose(net.blobs["x"].diff, numeric, rtol=1e-4, atol=1e-5)
+
+
+def pool_net(tmp_path, shape, kernel, stride, pad):
+    dims = " ".join(f"dim: {d}" for d in shape)
+    text = f"""layer {{ name: "x" type: "Input" top: "x" input_param {{ shape {{ {dims} }} }} }}
+layer {{ name: "pool" type: "Pooling" bottom: "x" top: "y" top: "argmax"
+  pooling_param {{ pool: MAX kernel_size: {kernel} stride: {stride} pad: {pad} }} }}
+layer {{ name: "pool_inner_mask" type: "Pooling" bottom: "x" top: "z"
+  pooling_param {{ pool: MAX kernel_size: {kernel} stride: {stride} pad: {pad} }} }}
+"""
+    return load_net(tmp_path, text, "pool")
+
+
+def max_pool_reference(x, kernel, stride, pad, out_h, out_w):
+    """Caffe's MAX pooling: the first strict maximum of each window in scan order, and its index."""
+    n, c, h, w = x.shape
+    y = np.full((n, c, out_h, out_w), -np.finfo(np.float32).max, np.float32)
+    argmax = np.full((n, c, out_h, out_w), -1, np.int64)
+    for ph in range(out_h):
+        for pw in range(out_w):
+            h0, w0 = ph * stride - pad, pw * stride - pad
+            for i in range(max(h0, 0), min(h0 + kernel, h)):
+                for j in range(max(w0, 0), min(w0 + kernel, w)):
+                    take = x[:, :, i, j] > y[:, :, ph, pw]
+                    y[:, :, ph, pw] = np.where(take, x[:, :, i, j], y[:, :, ph, pw])
+                    argmax[:, :, ph, pw] = np.where(take, i * w + j, argmax[:, :, ph, pw])
+    return y, argmax
+
+
+# ZF's pool1/pool2 (3/2 pad 1) and pool5 (3/2), on values with ties (rounded) so the first
+# maximum must win, and an input with -inf where no element beats Caffe's initial -FLT_MAX.
+@pytest.mark.parametrize("kernel,stride,pad,side", [(3, 2, 1, 11), (3, 2, 0, 13), (2, 2, 0, 8)])
+def test_max_pooling_equals_numpy_bit_for_bit(tmp_path, kernel, stride, pad, side):
+    shape = (3, 4, side, side)
+    net = pool_net(tmp_path, shape, kernel, stride, pad)
+    rng = np.random.default_rng(side)
+    x = np.round(rng.normal(size=shape), 1).astype(np.float32)
+    x[0, 0] = -np.inf
+    net.blobs["x"].data[...] = x
+    net.forward()
+    out_h, out_w = net.blobs["y"].data.shape[2:]
+    y, argmax = max_pool_reference(x, kernel, stride, pad, out_h, out_w)
+    np.testing.assert_array_equal(net.blobs["y"].data, y)
+    np.testing.assert_array_equal(net.blobs["argmax"].data, argmax)
+    np.testing.assert_array_equal(net.blobs["z"].data, y)
+    # The internal mask (no second top) routes the gradient to the same elements. Finite input
+    # here: Caffe's backward indexes element -1 for a window without a maximum.
+    x[0, 0] = 0.5
+    net.blobs["x"].data[...] = x
+    net.forward()
+    y, argmax = max_pool_reference(x, kernel, stride, pad, out_h, out_w)
+    dz = rng.normal(size=y.shape).astype(np.float32)
+    net.blobs["z"].diff[...] = dz
+    net.blobs["y"].diff[...] = 0
+    net.backward()
+    dx = np.zeros(shape, np.float32)
+    for idx in np.ndindex(y.shape):
+        if argmax[idx] >= 0:
+            dx[idx[0], idx[1]].flat[argmax[idx]] += dz[idx]
+    np.testing.assert_array_equal(net.blobs["x"].diff, dx)
+
+
+def test_relu_backward_equals_numpy_bit_for_bit(tmp_path):
+    """In place as in our nets: dx = dy x 1 or dy x +0 (so -0 where dy < 0), signs of zero included."""
+    shape = (2, 3, 7, 5)                      # 210 elements: the vector loop and its scalar tail
+    text = f"""layer {{ name: "x" type: "Input" top: "x" input_param {{ shape {{ {" ".join(f"dim: {d}" for d in shape)} }} }} }}
+layer {{ name: "scale" type: "Power" bottom: "x" top: "h" }}
+layer {{ name: "relu" type: "ReLU" bottom: "h" top: "h" }}
+"""
+    net = load_net(tmp_path, text, "relu")
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=shape).astype(np.float32)
+    x.flat[:7] = 0.0                           # x = 0 takes the zero slope
+    dy = rng.normal(size=shape).astype(np.float32)
+    net.blobs["x"].data[...] = x
+    net.forward()
+    net.blobs["h"].diff[...] = dy
+    net.backward()
+    expected = dy * (x > 0).astype(np.float32)
+    np.testing.assert_array_equal(net.blobs["h"].diff.view(np.uint32), expected.view(np.uint32))
+    np.testing.assert_array_equal(net.blobs["x"].diff.view(np.uint32), expected.view(np.uint32))
