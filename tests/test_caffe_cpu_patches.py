@@ -1,9 +1,10 @@
-"""Our CPU patches to Caffe (tools/caffe/patches/0011-0013): outputs and gradients against numpy references.
+"""Our CPU patches to Caffe (tools/caffe/patches/0011-0014): outputs and gradients against numpy references.
 
 0011 computes the within-channel LRN in one pass instead of through five helper layers (same
-values within float rounding). 0012 (max pooling) and 0013 (ReLU backward) change how, not what:
-their outputs, argmax masks and gradients must equal the numpy references bit for bit, which is
-why `make demo` (no LRN in the small net) trains to the same weights as before them.
+values within float rounding). 0012 (max pooling), 0013 (ReLU backward) and 0014 (im2col and
+col2im of the convolution) change how, not what: their outputs, argmax masks and gradients must
+equal the numpy references bit for bit, which is why `make demo` (no LRN in the small net)
+trains to the same weights as before them.
 """
 import numpy as np
 import pytest
@@ -144,3 +145,62 @@ layer {{ name: "relu" type: "ReLU" bottom: "h" top: "h" }}
     expected = dy * (x > 0).astype(np.float32)
     np.testing.assert_array_equal(net.blobs["h"].diff.view(np.uint32), expected.view(np.uint32))
     np.testing.assert_array_equal(net.blobs["x"].diff.view(np.uint32), expected.view(np.uint32))
+
+
+def conv_net(tmp_path, shape, out, kernel, stride, pad, dilation):
+    dims = " ".join(f"dim: {d}" for d in shape)
+    text = f"""layer {{ name: "x" type: "Input" top: "x" input_param {{ shape {{ {dims} }} }} }}
+layer {{ name: "conv" type: "Convolution" bottom: "x" top: "y"
+  convolution_param {{ num_output: {out} kernel_size: {kernel} stride: {stride} pad: {pad}
+    dilation: {dilation} weight_filler {{ type: "constant" }} bias_filler {{ type: "constant" }} }} }}
+"""
+    return load_net(tmp_path, text, "conv")
+
+
+def conv_reference(x, w, b, stride, pad, dilation, dy):
+    """Direct convolution, one kernel offset at a time: y, dx, dw, db."""
+    n, c, h, wd = x.shape
+    o, _, k, _ = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    oh = (h + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+    ow = (wd + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+    y = np.zeros((n, o, oh, ow)) + b[None, :, None, None]
+    dxp, dw = np.zeros_like(xp), np.zeros_like(w)
+    for i in range(k):
+        for j in range(k):
+            rows = slice(i * dilation, i * dilation + stride * (oh - 1) + 1, stride)
+            cols = slice(j * dilation, j * dilation + stride * (ow - 1) + 1, stride)
+            patch = xp[:, :, rows, cols]                                   # N x C x OH x OW
+            y += np.einsum("oc,ncyx->noyx", w[:, :, i, j], patch)
+            dw[:, :, i, j] += np.einsum("noyx,ncyx->oc", dy, patch)
+            dxp[:, :, rows, cols] += np.einsum("oc,noyx->ncyx", w[:, :, i, j], dy)
+    return y, dxp[:, :, pad:pad + h, pad:pad + wd], dw, dy.sum(axis=(0, 2, 3))
+
+
+# (channels, side, outputs, kernel, stride, pad, dilation): ZF's conv1 (7/2 pad 3) and conv2
+# (5/2 pad 2), 3/1 pad 1, padding wider than the kernel reaches, dilation, and no padding.
+@pytest.mark.parametrize("case", [(3, 23, 4, 7, 2, 3, 1), (4, 13, 5, 5, 2, 2, 1), (3, 9, 4, 3, 1, 1, 1),
+                                  (2, 8, 3, 3, 3, 4, 1), (2, 12, 3, 3, 1, 2, 2), (2, 10, 3, 4, 2, 0, 1)])
+def test_convolution_equals_numpy_bit_for_bit(tmp_path, case):
+    """Small integers everywhere, so every sum is exact: any misplaced im2col/col2im element shows."""
+    c, side, out, k, s, p, d = case
+    net = conv_net(tmp_path, (2, c, side, side), out, k, s, p, d)
+    rng = np.random.default_rng(side + k)
+    x = rng.integers(-4, 5, size=net.blobs["x"].data.shape).astype(np.float32)
+    w = rng.integers(-3, 4, size=net.params["conv"][0].data.shape).astype(np.float32)
+    b = rng.integers(-3, 4, size=net.params["conv"][1].data.shape).astype(np.float32)
+    net.blobs["x"].data[...] = x
+    net.params["conv"][0].data[...] = w
+    net.params["conv"][1].data[...] = b
+    net.forward()
+    dy = rng.integers(-4, 5, size=net.blobs["y"].data.shape).astype(np.float32)
+    net.blobs["y"].diff[...] = dy
+    for param in net.params["conv"]:
+        param.diff[...] = 0
+    net.backward()
+    y, dx, dw, db = conv_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                                   s, p, d, dy.astype(np.float64))
+    np.testing.assert_array_equal(net.blobs["y"].data, y)
+    np.testing.assert_array_equal(net.blobs["x"].diff, dx)
+    np.testing.assert_array_equal(net.params["conv"][0].diff, dw)
+    np.testing.assert_array_equal(net.params["conv"][1].diff, db)
