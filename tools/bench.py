@@ -284,6 +284,8 @@ def main(argv=None) -> int:
     started = time.time()
     print(f"# make bench, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"machine: {machine()}; commit {commit()}; Python {platform.python_version()}")
+    print("OpenBLAS settings from the environment: " + (", ".join(
+        f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("OPENBLAS_")) or "none"))
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
           "(figures taken under load are not comparable)")
     table = Table()
@@ -311,8 +313,8 @@ def main(argv=None) -> int:
 
     flags = cpu_flags()
     if all(f in flags for f in AVX512) and kernel not in ("SkylakeX", "Cooperlake", "SapphireRapids"):
-        # OpenBLAS 0.3.21 (Debian 12) does not know every AVX-512 CPU (AMD Zen 4/5 among them) and
-        # runs its AVX2 kernels there; OPENBLAS_CORETYPE picks the AVX-512 ones (rounding differs).
+        # The BLAS runs AVX2 kernels on an AVX-512 CPU (here because the environment sets
+        # OPENBLAS_CORETYPE=Haswell): the same figures with the AVX-512 ones (rounding differs).
         env = {"OPENBLAS_CORETYPE": "SkylakeX"}
         fast = run_worker("sgemm", r, extra_env=env)
         for config, kind, batch, what in figures[:2]:
