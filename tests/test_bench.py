@@ -5,8 +5,8 @@ caffe = pytest.importorskip("caffe", reason="pycaffe is not built: run `make caf
 
 from models.config import get_config, get_variant  # noqa: E402
 from models.tempregnet import net_proto  # noqa: E402
-from tools.bench import net_flops  # noqa: E402
-from tools.bench_net import load, with_inputs  # noqa: E402
+from tools.bench import net_flops, timing_train_net  # noqa: E402
+from tools.bench_net import load  # noqa: E402
 
 
 def test_zf_deploy_flops_by_hand():
@@ -23,12 +23,11 @@ def test_zf_deploy_flops_by_hand():
 
 def test_small_train_flops_scale_with_batch_and_count_the_lstm_cycles():
     cfg = get_config("small")
-    one, two = (net_flops(load(with_inputs(net_proto(cfg, get_variant("tempreg"), "train", batch_size=n),
-                                           cfg, n), caffe.TRAIN)) for n in (1, 2))
+    one, two = (net_flops(load(timing_train_net(cfg, get_variant("tempreg"), n), caffe.TRAIN))
+                for n in (1, 2))
     assert two[0] == 2 * one[0] and two[1] == 2 * one[1]
     h, q = cfg.lstm_hidden, cfg.feature_dim
     lstm = 2 * cfg.lstm_cycles * 20 * 4 * h * (q + h)   # the LSTM reads the cycle lstm_cycles times
-    cnn_reg = net_flops(load(with_inputs(net_proto(cfg, get_variant("cnn_reg"), "train", batch_size=1),
-                                         cfg, 1), caffe.TRAIN))
+    cnn_reg = net_flops(load(timing_train_net(cfg, get_variant("cnn_reg"), 1), caffe.TRAIN))
     head_difference = 2 * 20 * (h - q)                   # volume_pred reads h (LSTM) or q features
     assert one[0] - cnn_reg[0] == lstm + head_difference

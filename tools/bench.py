@@ -135,6 +135,15 @@ def net_flops(net, first_bottoms=("frames",)) -> tuple[float, float]:
     return forward, forward + backward
 
 
+def timing_train_net(cfg, variant, batch: int):
+    """The train net with Input layers for frames, cont and label in place of the data layer
+    (its split list and label convention are then never read)."""
+    from models.tempregnet import net_proto
+    from tools.bench_net import with_inputs
+    return with_inputs(net_proto(cfg, variant, "train", "unused.txt", batch_size=batch, label="cycle"),
+                       cfg, batch)
+
+
 def caffe_figure(config: str, kind: str, batch: int, repeats: int) -> dict:
     """Seconds and FLOPs of one Caffe figure: kind "forward" (deploy, N sequences) or "train"."""
     os.environ.setdefault("GLOG_minloglevel", "2")
@@ -142,7 +151,7 @@ def caffe_figure(config: str, kind: str, batch: int, repeats: int) -> dict:
     import numpy as np
     from models.config import get_config, get_variant
     from models.tempregnet import net_proto
-    from tools.bench_net import fill, load as load_net, with_inputs
+    from tools.bench_net import fill, load as load_net
     cfg, variant = get_config(config), get_variant("tempreg")
     caffe.set_mode_cpu()
     rng = np.random.default_rng(0)
@@ -152,8 +161,7 @@ def caffe_figure(config: str, kind: str, batch: int, repeats: int) -> dict:
         seconds = median_time(net.forward, repeats)
         flops = net_flops(net)[0]
     else:
-        net = load_net(with_inputs(net_proto(cfg, variant, "train", batch_size=batch), cfg, batch),
-                       caffe.TRAIN)
+        net = load_net(timing_train_net(cfg, variant, batch), caffe.TRAIN)
         fill(net, cfg, batch, rng)
         seconds = median_time(lambda: (net.forward(), net.backward()), repeats)
         flops = net_flops(net)[1]

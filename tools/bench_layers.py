@@ -20,7 +20,8 @@ import numpy as np  # noqa: E402
 
 from models.config import CONFIGS, get_config, get_variant  # noqa: E402
 from models.tempregnet import net_proto  # noqa: E402
-from tools.bench_net import fill, load, with_inputs  # noqa: E402
+from tools.bench import timing_train_net  # noqa: E402
+from tools.bench_net import fill, load  # noqa: E402
 
 
 def layer_times(net: caffe.Net, train: bool, repeats: int, clock) -> tuple[np.ndarray, np.ndarray]:
@@ -53,8 +54,10 @@ def main(argv=None) -> int:
     cfg, variant = get_config(args.config), get_variant(args.variant)
     caffe.set_mode_cpu()
     train = args.phase == "train"
-    proto = net_proto(cfg, variant, args.phase, batch_size=args.batch)
-    net = load(with_inputs(proto, cfg, args.batch) if train else proto, caffe.TRAIN if train else caffe.TEST)
+    if train:
+        net = load(timing_train_net(cfg, variant, args.batch), caffe.TRAIN)
+    else:
+        net = load(net_proto(cfg, variant, "deploy", batch_size=args.batch), caffe.TEST)
     fill(net, cfg, args.batch, np.random.default_rng(0))
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     forward, backward = layer_times(net, train, args.repeats, clock)
