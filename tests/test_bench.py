@@ -1,12 +1,11 @@
-"""tools.bench's FLOP count (the floor of every bench figure) against sizes worked out by hand."""
+"""The benchmarks' FLOP count (the floor of every bench figure) against sizes worked out by hand."""
 import pytest
 
 caffe = pytest.importorskip("caffe", reason="pycaffe is not built: run `make caffe`")
 
 from models.config import get_config, get_variant  # noqa: E402
 from models.tempregnet import net_proto  # noqa: E402
-from tools.bench import net_flops, timing_train_net  # noqa: E402
-from tools.bench_net import load  # noqa: E402
+from tempregnet.benchmark import load, net_flops, timing_train_net  # noqa: E402
 
 
 def test_zf_deploy_flops_by_hand():

@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tempregnet.benchmark import median_time, net_flops
+
 THREADS = os.cpu_count() or 1
 ROOT = Path(__file__).resolve().parent.parent
 AVX512 = ("avx512f", "avx512dq", "avx512bw", "avx512vl")   # what OpenBLAS's SkylakeX kernels use
@@ -68,18 +70,6 @@ def load() -> float:
 
 # --- workers: one measurement each, in a fresh process, printing one JSON line ---------------
 
-def median_time(fn, repeats: int) -> float:
-    """Median seconds of fn over repeats runs, after one warm-up run."""
-    import numpy as np
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def sgemm_rate(repeats: int, n: int = 4096) -> dict:
     """numpy float32 n^3 matrix product: GFLOP/s (best of repeats) and the OpenBLAS kernel it ran."""
     import numpy as np
@@ -115,35 +105,6 @@ def caffe_blas_kernel() -> str:
         return "?"
 
 
-def net_flops(net, first_bottoms=("frames",)) -> tuple[float, float]:
-    """Multiply-add FLOPs (x2) of the net's convolution, inner-product and LSTM layers: forward, and
-    forward + backward (weight gradient everywhere, bottom gradient except below the input)."""
-    forward = backward = 0.0
-    for name, layer in zip(net._layer_names, net.layers):
-        if layer.type in ("Convolution", "InnerProduct"):
-            weights = layer.blobs[0]
-            top = net.blobs[net.top_names[name][0]]
-            flops = 2.0 * top.count * (weights.count // weights.shape[0])
-        elif layer.type == "LSTM":
-            w_x, _, w_h = layer.blobs                          # 4H x I, 4H, 4H x H
-            top = net.blobs[net.top_names[name][0]]           # steps x N x H
-            flops = 2.0 * (top.count // w_h.shape[1]) * (w_x.count + w_h.count)
-        else:
-            continue
-        forward += flops
-        backward += flops if net.bottom_names[name][0] in first_bottoms else 2 * flops
-    return forward, forward + backward
-
-
-def timing_train_net(cfg, variant, batch: int):
-    """The train net with Input layers for frames, cont and label in place of the data layer
-    (its split list and label convention are then never read)."""
-    from models.tempregnet import net_proto
-    from tools.bench_net import with_inputs
-    return with_inputs(net_proto(cfg, variant, "train", "unused.txt", batch_size=batch, label="cycle"),
-                       cfg, batch)
-
-
 def caffe_figure(config: str, kind: str, batch: int, repeats: int) -> dict:
     """Seconds and FLOPs of one Caffe figure: kind "forward" (deploy, N sequences) or "train"."""
     os.environ.setdefault("GLOG_minloglevel", "2")
@@ -151,7 +112,7 @@ def caffe_figure(config: str, kind: str, batch: int, repeats: int) -> dict:
     import numpy as np
     from models.config import get_config, get_variant
     from models.tempregnet import net_proto
-    from tools.bench_net import fill, load as load_net
+    from tempregnet.benchmark import fill, load as load_net, timing_train_net
     cfg, variant = get_config(config), get_variant("tempreg")
     caffe.set_mode_cpu()
     rng = np.random.default_rng(0)
@@ -270,7 +231,7 @@ class Table:
 
 def prepare_rate(sequences: int, workers: int) -> tuple[float, float]:
     """DICOM -> HDF5: (sequences per second, seconds) for `sequences` synthetic 256 px series."""
-    from tools.bench_prepare import time_prepare
+    from tempregnet.benchmark import time_prepare
     with contextlib.redirect_stdout(sys.stderr):          # prepare's report: not part of the table
         seconds = time_prepare(sequences, workers)
     return sequences / seconds, seconds

@@ -20,8 +20,7 @@ import numpy as np  # noqa: E402
 
 from models.config import CONFIGS, get_config, get_variant  # noqa: E402
 from models.tempregnet import net_proto  # noqa: E402
-from tools.bench import timing_train_net  # noqa: E402
-from tools.bench_net import fill, load  # noqa: E402
+from tempregnet.benchmark import fill, load, timing_train_net  # noqa: E402
 
 
 def layer_times(net: caffe.Net, train: bool, repeats: int, clock) -> tuple[np.ndarray, np.ndarray]:
