@@ -45,15 +45,25 @@ def fill(net, cfg, n: int, rng) -> None:
         net.blobs["label"].data[...] = rng.uniform(0, 1, (cfg.n_steps, n))
 
 
-def median_time(fn, repeats: int) -> float:
-    """Median seconds of fn over repeats runs, after one warm-up run."""
+def run_times(fn, repeats: int) -> list[float]:
+    """Seconds of each of repeats runs of fn, after one warm-up run."""
     fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return times
+
+
+def median_time(fn, repeats: int) -> float:
+    """Median seconds of fn over repeats runs, after one warm-up run."""
+    return float(np.median(run_times(fn, repeats)))
+
+
+def best_time(fn, repeats: int) -> float:
+    """Fastest of repeats runs of fn, after a warm-up: on a shared machine the least disturbed one."""
+    return min(run_times(fn, repeats))
 
 
 def timing_train_net(cfg, variant, batch: int):

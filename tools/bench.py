@@ -1,6 +1,6 @@
 """`make bench`: one table of speed figures measured in one run on this machine.
 
-    python -m tools.bench [--peers .venv-bench/bin/python] [--repeats 3] [--prepare-sequences 60]
+    python -m tools.bench [--peers .venv-bench/bin/python] [--repeats 5] [--prepare-sequences 60]
 
 Caffe (this project's build) for the zf and small nets: deploy forward per 20-frame sequence and
 one training iteration (forward + backward, Input layers instead of the data layer); the small
@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tempregnet.benchmark import median_time, net_flops
+from tempregnet.benchmark import best_time, net_flops
 
 THREADS = os.cpu_count() or 1
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +76,7 @@ def sgemm_rate(repeats: int, n: int = 4096) -> dict:
     rng = np.random.default_rng(0)
     a, b = rng.random((n, n), np.float32), rng.random((n, n), np.float32)
     a @ b
-    best = min(median_time(lambda: a @ b, 1) for _ in range(repeats))
+    best = best_time(lambda: a @ b, repeats)
     return dict(gflops=2.0 * n ** 3 / best / 1e9, kernel=numpy_blas_kernel())
 
 
@@ -119,12 +119,12 @@ def caffe_figure(config: str, kind: str, batch: int, repeats: int) -> dict:
     if kind == "forward":
         net = load_net(net_proto(cfg, variant, "deploy", batch_size=batch), caffe.TEST)
         fill(net, cfg, batch, rng)
-        seconds = median_time(net.forward, repeats)
+        seconds = best_time(net.forward, repeats)
         flops = net_flops(net)[0]
     else:
         net = load_net(timing_train_net(cfg, variant, batch), caffe.TRAIN)
         fill(net, cfg, batch, rng)
-        seconds = median_time(lambda: (net.forward(), net.backward()), repeats)
+        seconds = best_time(lambda: (net.forward(), net.backward()), repeats)
         flops = net_flops(net)[1]
     return dict(seconds=seconds, flops=flops, kernel=caffe_blas_kernel())
 
@@ -240,7 +240,7 @@ def prepare_rate(sequences: int, workers: int) -> tuple[float, float]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--peers", type=Path, help="python of a venv with torch and opencv-python-headless 4.x")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per figure (median, after a warm-up)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per figure (the fastest counts, after a warm-up)")
     p.add_argument("--prepare-sequences", type=int, default=60, help="sequences for the DICOM -> HDF5 rate (0: skip)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--folder", help=argparse.SUPPRESS)
@@ -323,7 +323,8 @@ def main(argv=None) -> int:
                   f"of 20 x 256 x 256", seconds, None, None, note=f"{args.prepare_sequences} sequences")
     print()
     table.print()
-    print(f"\nfloor = the figure's GFLOP (convolutions, inner products and the LSTM, x2 per multiply-add;"
+    print(f"\nEach time: the fastest of {r} runs (10 x {r} for the small net) after a warm-up, in its own process."
+          f"\nfloor = the figure's GFLOP (convolutions, inner products and the LSTM, x2 per multiply-add;"
           f" training: forward + weight and bottom gradients) / the sgemm rate measured above."
           f"\nbench took {time.time() - started:.0f} s; load average at the end: "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")

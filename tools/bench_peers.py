@@ -24,14 +24,15 @@ CONVS = [("conv1", 2, 3, True, (3, 2, 1)), ("conv2", 2, 2, True, (3, 2, 1)),
 LRN = dict(size=3, alpha=5e-5, beta=0.75)     # within channel (ZF of py-faster-rcnn)
 
 
-def median_time(fn, repeats: int) -> float:
+def best_time(fn, repeats: int) -> float:
+    """Fastest of repeats runs of fn, after a warm-up (as tempregnet.benchmark.best_time)."""
     fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return min(times)
 
 
 def relative_diff(a: np.ndarray, reference: np.ndarray) -> float:
@@ -95,7 +96,7 @@ def torch_figures(folder: Path, spec: dict, w: dict, frames: np.ndarray, repeats
     x = torch.from_numpy(frames)
     with torch.inference_mode():
         volume = net(x).numpy()
-        forward = median_time(lambda: net(x), repeats)
+        forward = best_time(lambda: net(x), repeats)
     for p in params:
         p.requires_grad_(True)
     label = torch.rand(spec["n_steps"], 1)
@@ -105,7 +106,7 @@ def torch_figures(folder: Path, spec: dict, w: dict, frames: np.ndarray, repeats
             p.grad = None
         loss = F.mse_loss(net(x, train=True), label)
         loss.backward()
-    train = median_time(iteration, repeats)
+    train = best_time(iteration, repeats)
     diff = relative_diff(volume, np.load(folder / "caffe_volume.npy"))
     return dict(torch_version=torch.__version__.split("+")[0], torch_forward_s=forward,
                 torch_train_s=train, torch_max_diff=diff)
@@ -126,7 +127,7 @@ def opencv_figures(folder: Path, spec: dict, w: dict, frames: np.ndarray, repeat
                            w["lstm1/2"], hidden)
         return feature, (steps @ w["volume_pred/0"].T + w["volume_pred/1"])[..., 0]
     feature, volume = sequence()
-    seconds = median_time(sequence, repeats)
+    seconds = best_time(sequence, repeats)
     return dict(cv2_version=cv2.__version__, cv2_forward_s=seconds,
                 cv2_max_diff=relative_diff(feature, np.load(folder / "caffe_feature.npy")),
                 cv2_volume_max_diff=relative_diff(volume, np.load(folder / "caffe_volume.npy")))
@@ -135,7 +136,7 @@ def opencv_figures(folder: Path, spec: dict, w: dict, frames: np.ndarray, repeat
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folder", type=Path)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = p.parse_args(argv)
     spec = json.loads((args.folder / "spec.json").read_text())
