@@ -66,9 +66,15 @@ train: caffe  ## train one variant of a recipe: make train RECIPE=demo [DATA=dat
 fetch-weights: caffe  ## download the ImageNet ZF model (md5-checked) into data/imagenet/ (FROM=local file)
 	$(PY) -m tools.fetch_imagenet_zf $(if $(FROM),--from $(FROM),)
 
-bench: caffe  ## print speed figures: nets (zf, small, small96), DICOM -> HDF5 preparation, cohort detection
-	$(PY) -m tools.bench_net
-	$(PY) -m tools.bench_prepare
+# The engines `make bench` compares Caffe with (PyTorch CPU, OpenCV 4.x DNN) live in their own venv.
+BENCH_VENV := .venv-bench
+$(BENCH_VENV)/.installed: requirements-bench.lock
+	$(PYTHON_BASE) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q -r requirements-bench.lock
+	touch $@
+
+bench: caffe $(BENCH_VENV)/.installed  ## one table: Caffe zf/small vs PyTorch and OpenCV, x the sgemm floor, DICOM -> HDF5 (docs/performance.md); cohort detection throughput
+	$(PY) -m tools.bench --peers $(BENCH_VENV)/bin/python
 	$(PY) -m tools.bench_cohort
 
 # Real data (README, "Results"; docs/results.md): each target runs one recipe of recipes/, whose

@@ -3,56 +3,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
-import time
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 import caffe  # noqa: E402
 import numpy as np  # noqa: E402
-from caffe.proto import caffe_pb2  # noqa: E402
-from google.protobuf import text_format  # noqa: E402
 
 from models.config import CONFIGS, get_config, get_variant  # noqa: E402
 from models.tempregnet import net_proto  # noqa: E402
-
-
-def with_inputs(train: caffe_pb2.NetParameter, cfg, n: int) -> caffe_pb2.NetParameter:
-    """The train net with its data layer swapped for Input layers of the same blobs (no disk I/O timed)."""
-    t = cfg.n_steps
-    net = caffe_pb2.NetParameter()
-    for name, dims in (("frames", [t * n, 3, cfg.crop, cfg.crop]), ("cont", [t, n]), ("label", [t, n])):
-        layer = net.layer.add(name=name, type="Input", top=[name])
-        layer.input_param.shape.add().dim.extend(dims)
-    net.layer.extend(layer for layer in train.layer if layer.type != "Python" or layer.name != "data")
-    return net
-
-
-def load(proto: caffe_pb2.NetParameter, phase) -> caffe.Net:
-    with tempfile.NamedTemporaryFile("w", suffix=".prototxt") as f:
-        f.write(text_format.MessageToString(proto))
-        f.flush()
-        return caffe.Net(f.name, phase)
-
-
-def fill(net: caffe.Net, cfg, n: int, rng) -> None:
-    net.blobs["frames"].data[...] = rng.normal(0, 50, net.blobs["frames"].data.shape)
-    cont = np.ones((cfg.n_steps, n), np.float32)
-    cont[0] = 0
-    net.blobs["cont"].data[...] = cont
-    if "label" in net.blobs:
-        net.blobs["label"].data[...] = rng.uniform(0, 1, (cfg.n_steps, n))
-
-
-def timed(fn, repeats: int) -> float:
-    """Median seconds of fn over repeats runs, after one warm-up run."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+from tempregnet.benchmark import fill, load, with_inputs  # noqa: E402
+from tempregnet.benchmark import median_time as timed  # noqa: E402
 
 
 def bench(config: str, variant: str, batch: int, repeats: int) -> dict:

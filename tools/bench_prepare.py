@@ -9,35 +9,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-
-from data_prep import prepare
-from data_prep.synthetic import write_dicom_series
 from models.config import N_STEPS
-
-SIDE = 256                       # the paper's frame size
-SLICES_PER_PATIENT = 10
-
-
-def write_cohort(folder: Path, n_sequences: int, seed: int) -> None:
-    """n_sequences single-slice series (a pulsing disc on noise) with random file names."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:SIDE, :SIDE]
-    r2 = (yy - SIDE / 2) ** 2 + (xx - SIDE / 2) ** 2
-    for s in range(n_sequences):
-        patient, slice_index = divmod(s, SLICES_PER_PATIENT)
-        radius = 30 + 10 * np.cos(2 * np.pi * np.arange(N_STEPS) / N_STEPS)
-        frames = [200.0 * (r2 <= r * r) + rng.normal(100, 20, (SIDE, SIDE)) for r in radius]
-        write_dicom_series(folder / f"p{patient:03d}", frames,
-                           series_uid=f"1.2.826.0.1.3680043.10.511.{seed}.{s + 1}",
-                           slice_location=float(slice_index * 8), patient_id=f"BENCH{patient:04d}",
-                           rng=rng)
-
+from tempregnet.benchmark import SIDE, time_prepare
 
 def main(argv=None) -> int:
     """Write the cohort, time one prepare run, print sequences/s."""
@@ -47,27 +22,11 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temp folder)")
     args = p.parse_args(argv)
-    work = args.keep or Path(tempfile.mkdtemp(prefix="bench_prepare."))
-    try:
-        dicom = work / "dicom"
-        if not dicom.exists():
-            tic = time.perf_counter()
-            write_cohort(dicom, args.sequences, args.seed)
-            print(f"wrote {args.sequences} x {N_STEPS} DICOM files in {time.perf_counter() - tic:.1f} s")
-        out = work / "prepared"
-        tic = time.perf_counter()
-        code = prepare.main(["--source", "dicom", str(dicom), str(out), "--force", "--folds", "2",
-                             "--workers", str(args.workers)])
-        seconds = time.perf_counter() - tic
-        if code:
-            return code
-        rate = args.sequences / seconds
-        print(f"DICOM -> HDF5: {args.sequences} sequences of {N_STEPS} x {SIDE} x {SIDE} in "
-              f"{seconds:.2f} s = {rate:.1f} sequences/s ({args.workers} workers, "
-              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
-    finally:
-        if args.keep is None:
-            shutil.rmtree(work, ignore_errors=True)
+    seconds = time_prepare(args.sequences, args.workers, args.seed, args.keep)
+    rate = args.sequences / seconds
+    print(f"DICOM -> HDF5: {args.sequences} sequences of {N_STEPS} x {SIDE} x {SIDE} in "
+          f"{seconds:.2f} s = {rate:.1f} sequences/s ({args.workers} workers, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     return 0
 
 
