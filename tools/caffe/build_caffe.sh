@@ -97,10 +97,16 @@ else
 fi
 GPU_ID=""
 if [ "$GPU" = 1 ]; then
-  NVCC=${CUDA_HOME:+$CUDA_HOME/bin/}nvcc
-  command -v "$NVCC" >/dev/null || die "GPU=1 needs nvcc: set CUDA_HOME to a CUDA 13 toolkit or put nvcc on PATH"
-  NVCC=$(command -v "$NVCC")
-  CUDA_HOME=$(cd "$(dirname "$NVCC")/.." && pwd)
+  # The toolkit root: CUDA_HOME, else /usr/local/cuda, else where nvcc really lives (an nvcc on
+  # PATH may be a wrapper script or a link, so its folder is not always the toolkit's).
+  if [ -z "${CUDA_HOME:-}" ]; then
+    for c in /usr/local/cuda "$(dirname "$(readlink -f "$(command -v nvcc || echo /nonexistent)")")/.."; do
+      [ -x "$c/bin/nvcc" ] && [ -f "$c/include/cuda_runtime.h" ] && { CUDA_HOME=$(cd "$c" && pwd -P); break; }
+    done
+  fi
+  [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/nvcc" ] && [ -f "$CUDA_HOME/include/cuda_runtime.h" ] \
+    || die "GPU=1 needs a CUDA 13 toolkit: set CUDA_HOME (no bin/nvcc and include/cuda_runtime.h found)"
+  NVCC=$CUDA_HOME/bin/nvcc
   NVCC_VERSION=$("$NVCC" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')
   [ "${NVCC_VERSION%%.*}" = 13 ] || die "GPU=1 is made for CUDA 13; $NVCC is release ${NVCC_VERSION:-unknown}"
   GPU_ID="nvcc$NVCC_VERSION arch[$CUDA_ARCH_BIN|$CUDA_ARCH_PTX] $(sha256sum < "$HERE/cuda.lock" | cut -c1-12)"
@@ -170,6 +176,11 @@ mkdir -p "$WORK/build"
     > cmake.log 2>&1 ) || die "cmake failed; see the log: $(cat "$WORK/build/cmake.log" | tail -20)"
 ( cd "$WORK/build" && make -j"$JOBS" caffe pycaffe caffe.bin > make.log 2>&1 ) \
   || die "make failed: $(tail -20 "$WORK/build/make.log")"
+
+# Caffe's CMake falls back to a CPU-only build, with a warning, when it cannot find CUDA: refuse that.
+if [ "$GPU" = 1 ] && ! ldd "$WORK"/build/lib/libcaffe.so | grep -q libcudart; then
+  die "GPU=1 built Caffe without CUDA (CMake did not find the toolkit at $CUDA_HOME): $(grep -i cuda "$WORK/build/cmake.log" | tail -5)"
+fi
 
 # Install by hand: bin/caffe, lib/libcaffe*, python/caffe (pycaffe with _caffe.so and caffe_pb2).
 STAGE=$PREFIX.tmp.$$
