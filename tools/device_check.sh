@@ -30,7 +30,7 @@ EOF
 pylibdir=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 pylib=$W/pylib
 [ -f "$pylibdir/libpython3.12.so.1.0" ] && pylib=$pylibdir
-export LD_LIBRARY_PATH=$W/lib:$cuda_dirs:$pylib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export LD_LIBRARY_PATH=$W/caffe/lib:$W/lib:$cuda_dirs:$pylib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 
 # Wheels the environment lacks, into a private folder; pycaffe and the project on the path.
 "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target "$W/site" "$W"/wheels/*.whl
