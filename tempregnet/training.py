@@ -130,8 +130,9 @@ def run_caffe(args: list[str], log_path: Path, cwd: Path, echo: bool = True,
     """Run caffe, appending its whole log to log_path and echoing progress lines; returns the exit code."""
     # stderr only (no glog files in /tmp), and INFO lines even if the caller silenced them: we parse them
     env = {**os.environ, "GLOG_logtostderr": "1", "GLOG_minloglevel": "0"}
-    if blas_threads:            # runs trained side by side: one BLAS thread each is faster here
-        env["OPENBLAS_NUM_THREADS"] = str(blas_threads)
+    if blas_threads:            # runs trained side by side: one thread each (BLAS and the
+        env["OPENBLAS_NUM_THREADS"] = str(blas_threads)     # layers' OpenMP loops) is faster here
+        env["OMP_NUM_THREADS"] = str(blas_threads)
     if echo:
         print("$ " + " ".join(args), flush=True)
     with open(log_path, "a") as log:

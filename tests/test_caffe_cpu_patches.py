@@ -1,4 +1,4 @@
-"""Our CPU patches to Caffe (tools/caffe/patches/0011-0014): outputs and gradients against numpy references.
+"""Our CPU patches to Caffe (tools/caffe/patches/0011-0015): outputs and gradients against numpy references.
 
 0011 computes the within-channel LRN in one pass instead of through five helper layers (same
 values within float rounding). 0012 (max pooling), 0013 (ReLU backward) and 0014 (im2col and
@@ -204,3 +204,64 @@ def test_convolution_equals_numpy_bit_for_bit(tmp_path, case):
     np.testing.assert_array_equal(net.blobs["x"].diff, dx)
     np.testing.assert_array_equal(net.params["conv"][0].diff, dw)
     np.testing.assert_array_equal(net.params["conv"][1].diff, db)
+
+
+# 0015 splits those loops (planes, im2col blocks, elements) over OpenMP threads. Threads change
+# who computes a plane, not how: a ZF-like stack at sizes above the patch's thresholds gives the
+# same outputs and gradients, bit for bit, on one thread and on two.
+THREADED_NET = """force_backward: true
+layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 dim: 64 dim: 64 } } }
+layer { name: "target" type: "Input" top: "target" input_param { shape { dim: 2 dim: 8 dim: 9 dim: 9 } } }
+layer { name: "conv1" type: "Convolution" bottom: "x" top: "c1"
+  convolution_param { num_output: 32 kernel_size: 7 stride: 2 pad: 3
+    weight_filler { type: "gaussian" std: 0.1 } bias_filler { type: "constant" value: 0.1 } } }
+layer { name: "relu1" type: "ReLU" bottom: "c1" top: "c1" }
+layer { name: "norm1" type: "LRN" bottom: "c1" top: "n1"
+  lrn_param { local_size: 3 alpha: 0.00005 beta: 0.75 norm_region: WITHIN_CHANNEL } }
+layer { name: "pool1" type: "Pooling" bottom: "n1" top: "p1"
+  pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 } }
+layer { name: "conv2" type: "Convolution" bottom: "p1" top: "c2"
+  convolution_param { num_output: 8 kernel_size: 5 stride: 2 pad: 2
+    weight_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "c2" bottom: "target" top: "loss" }
+"""
+
+THREADED_RUN = """
+import sys
+import numpy as np
+import caffe
+caffe.set_mode_cpu()
+caffe.set_random_seed(7)
+net = caffe.Net(sys.argv[1], caffe.TRAIN)
+rng = np.random.default_rng(3)
+net.blobs["x"].data[...] = rng.normal(size=net.blobs["x"].data.shape)
+net.blobs["target"].data[...] = rng.normal(size=net.blobs["target"].data.shape)
+net.forward()
+net.backward()
+out = {f"data_{k}": b.data for k, b in net.blobs.items()}
+out.update({f"diff_{k}": b.diff for k, b in net.blobs.items()})
+out.update({f"param_{k}_{i}": p.diff for k, ps in net.params.items() for i, p in enumerate(ps)})
+np.savez(sys.argv[2], **out)
+"""
+
+
+def test_threads_give_the_same_bits_as_one_thread(tmp_path):
+    import os
+    import subprocess
+    import sys
+    net_file, script = tmp_path / "net.prototxt", tmp_path / "run.py"
+    net_file.write_text(THREADED_NET)
+    script.write_text(THREADED_RUN)
+    results = {}
+    for threads in (1, 2):
+        out = tmp_path / f"threads{threads}.npz"
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": "1"}
+        done = subprocess.run([sys.executable, str(script), str(net_file), str(out)], env=env,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        results[threads] = np.load(out)
+    one, two = results[1], results[2]
+    assert sorted(one.files) == sorted(two.files)
+    assert np.abs(one["data_c1"]).sum() > 0 and np.abs(one["diff_x"]).sum() > 0
+    for name in one.files:
+        assert np.array_equal(one[name], two[name]), name

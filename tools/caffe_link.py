@@ -7,6 +7,8 @@ from pathlib import Path
 
 WRAPPER = """#!/bin/sh
 # BVLC Caffe from {prefix}; Python layers run in this venv (made by tools/caffe_link.py).
+# Idle OpenMP threads of the CPU layers sleep instead of spinning against OpenBLAS's (patch 0015).
+OMP_WAIT_POLICY="${{OMP_WAIT_POLICY:-PASSIVE}}" \
 PYTHONPATH="{pythonpath}${{PYTHONPATH:+:$PYTHONPATH}}" exec "{prefix}/bin/caffe" "$@"
 """
 

@@ -166,7 +166,7 @@ if [ -n "$BOOST_PYTHON_LIBRARY" ]; then
 fi
 mkdir -p "$WORK/build"
 ( cd "$WORK/build" && cmake ../src -DCMAKE_BUILD_TYPE=Release -DCPU_ONLY=$CPU_ONLY -DUSE_CUDNN=OFF "${GPU_FLAGS[@]}" "${PY_FLAGS[@]}" \
-    -DBLAS=Open -DBUILD_python=ON -DBUILD_python_layer=ON \
+    -DBLAS=Open -DUSE_OPENMP=ON -DBUILD_python=ON -DBUILD_python_layer=ON \
     -Dpython_version="${PY_VERSION%.*}" -DBoost_NO_BOOST_CMAKE=ON \
     `# FindBoost module: Boost 1.74's own config does not set the Boost_PYTHON3x_FOUND Caffe reads` \
     -DUSE_OPENCV=OFF -DUSE_LEVELDB=OFF -DUSE_LMDB=OFF -DBUILD_docs=OFF -DBUILD_matlab=OFF \
