@@ -18,7 +18,7 @@ FOLD    ?= 0
 VARIANT ?= tempreg
 
 .PHONY: help venv caffe gpu-bundle prototxt test test-fast demo bench clean train fetch-weights synthetic \
-        acdc cross-dataset shipped-model acdc-mm cross-dataset-mm
+        acdc cross-dataset shipped-model acdc-pixels cross-dataset-pixels
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -80,15 +80,44 @@ bench: caffe $(BENCH_VENV)/.installed  ## one table: Caffe zf/small vs PyTorch a
 # Real data (README, "Results"; docs/results.md): each target runs one recipe of recipes/, whose
 # file holds the net configuration, its overrides, label convention, decoder, iterations and
 # data; the nets it trains are the files in prototxt/<recipe>/.
+# `make acdc` and `make cross-dataset` read every dataset the same way (docs/scale-and-crop.md):
+# a 128 mm square around the LV found in the images at 96 px, the cycle setting and one decoder
+# (fit_rwave), no ROI or crop flag per dataset (recipes acdc_mm, cross_sunnybrook_mm).
+# `make acdc-pixels` / `make cross-dataset-pixels`: the earlier recipes acdc / cross_sunnybrook
+# (the scanner's pixels; Sunnybrook with its hand-set ROI of 0.4), kept for the earlier rows.
 ACDC       ?= ../shared/data/acdc
 SUNNYBROOK ?= ../shared/data/sunnybrook
-# The cross-dataset model lives outside the repository; tools.train --reuse keeps a finished run
+# The cross-dataset models live outside the repository; tools.train --reuse keeps a finished run
 # of the same recipe and refuses one of another.
 MODELS     ?= $(HOME)/tempregnet-models
-FINAL      ?= $(MODELS)/cross_sunnybrook
-FINAL_MM   ?= $(MODELS)/cross_sunnybrook_mm
+FINAL      ?= $(MODELS)/cross_sunnybrook_mm
+FINAL_PIXELS ?= $(MODELS)/cross_sunnybrook
 STAMP      := $(shell date +%Y%m%d-%H%M%S)
 RECIPE_GET  = $(PY) -m tools.recipes
+
+data/prepared/acdc_mm/sequences.h5:
+	$(PY) -m data_prep.prepare --recipe acdc_mm $(ACDC) data/prepared/acdc_mm --plot-crops
+
+data/prepared/cross_sunnybrook_mm/sequences.h5:
+	$(PY) -m data_prep.prepare --recipe cross_sunnybrook_mm $(ACDC) data/prepared/cross_sunnybrook_mm
+
+data/prepared/cross_sunnybrook_mm-test/sequences.h5:
+	$(PY) -m data_prep.prepare --recipe cross_sunnybrook_mm --test-data $(SUNNYBROOK) \
+	  data/prepared/cross_sunnybrook_mm-test --plot-crops
+
+acdc: caffe data/prepared/acdc_mm/sequences.h5  ## recipe acdc_mm: Table 1 on ACDC, patient-level 4-fold CV, LV crop at 1.33 mm/px: make acdc ACDC=<folder>
+	$(PY) -m tools.table1 --recipe acdc_mm --data data/prepared/acdc_mm --runs runs/acdc_mm \
+	  --out results/acdc_mm-$(STAMP)
+
+cross-dataset: caffe data/prepared/cross_sunnybrook_mm/sequences.h5 data/prepared/cross_sunnybrook_mm-test/sequences.h5  ## recipe cross_sunnybrook_mm: train on all of ACDC, test on Sunnybrook, detect on its DICOM
+	$(PY) -m tools.train --recipe cross_sunnybrook_mm --data data/prepared/cross_sunnybrook_mm \
+	  --fold all --out $(FINAL) --reuse
+	$(PY) -m tools.evaluate_afd --run $(FINAL) --data data/prepared/cross_sunnybrook_mm-test \
+	  --list all.txt --out results/cross-dataset-$(STAMP)
+	$(PY) -m tools.evaluate_afd --run $(FINAL) --data data/prepared/cross_sunnybrook_mm-test \
+	  --list all.txt --stack --out results/cross-dataset-$(STAMP)/stack
+	$(PY) -m tools.detect $(SUNNYBROOK)/dicoms --run $(FINAL) \
+	  --out results/detect-sunnybrook-$(STAMP) --plot
 
 data/prepared/acdc/sequences.h5:
 	$(PY) -m data_prep.prepare --recipe acdc $(ACDC) data/prepared/acdc
@@ -100,56 +129,28 @@ data/prepared/cross_sunnybrook-test/sequences.h5:
 	$(PY) -m data_prep.prepare --recipe cross_sunnybrook --test-data $(SUNNYBROOK) \
 	  data/prepared/cross_sunnybrook-test
 
-acdc: caffe data/prepared/acdc/sequences.h5  ## recipe acdc: Table 1 on ACDC, patient-level 4-fold CV: make acdc ACDC=<folder>
+acdc-pixels: caffe data/prepared/acdc/sequences.h5  ## earlier recipe acdc: Table 1 on ACDC in the copy's own pixels, paper labels
 	$(PY) -m tools.table1 --recipe acdc --data data/prepared/acdc --runs runs/acdc \
 	  --out results/acdc-$(STAMP)
 
-cross-dataset: caffe data/prepared/cross_sunnybrook/sequences.h5 data/prepared/cross_sunnybrook-test/sequences.h5  ## recipe cross_sunnybrook: train on all of ACDC, test on Sunnybrook, detect on its DICOM
+cross-dataset-pixels: caffe data/prepared/cross_sunnybrook/sequences.h5 data/prepared/cross_sunnybrook-test/sequences.h5  ## earlier recipe cross_sunnybrook: all of ACDC -> Sunnybrook with the hand-set ROI
 	$(PY) -m tools.train --recipe cross_sunnybrook --data data/prepared/cross_sunnybrook --fold all \
-	  --out $(FINAL) --reuse
-	$(PY) -m tools.evaluate_afd --run $(FINAL) --data data/prepared/cross_sunnybrook-test \
-	  --list all.txt --out results/cross-dataset-$(STAMP)
-	$(PY) -m tools.evaluate_afd --run $(FINAL) --data data/prepared/cross_sunnybrook-test \
-	  --list all.txt --stack --out results/cross-dataset-$(STAMP)/stack
-	$(PY) -m tools.detect $(SUNNYBROOK)/dicoms --run $(FINAL) \
+	  --out $(FINAL_PIXELS) --reuse
+	$(PY) -m tools.evaluate_afd --run $(FINAL_PIXELS) --data data/prepared/cross_sunnybrook-test \
+	  --list all.txt --out results/cross-dataset-pixels-$(STAMP)
+	$(PY) -m tools.evaluate_afd --run $(FINAL_PIXELS) --data data/prepared/cross_sunnybrook-test \
+	  --list all.txt --stack --out results/cross-dataset-pixels-$(STAMP)/stack
+	$(PY) -m tools.detect $(SUNNYBROOK)/dicoms --run $(FINAL_PIXELS) \
 	  --roi $$($(RECIPE_GET) cross_sunnybrook test_data.roi) \
-	  --out results/detect-sunnybrook-$(STAMP) --plot
-
-# Every dataset read the same way (docs/scale-and-crop.md): recipes acdc_mm / cross_sunnybrook_mm
-# (a 128 mm square around the LV at 96 px, cycle setting, fit_rwave decoder; no --roi, no
-# dataset-specific crop). acdc and cross-dataset above keep the earlier recipes.
-data/prepared/acdc_mm/sequences.h5:
-	$(PY) -m data_prep.prepare --recipe acdc_mm $(ACDC) data/prepared/acdc_mm --plot-crops
-
-data/prepared/cross_sunnybrook_mm/sequences.h5:
-	$(PY) -m data_prep.prepare --recipe cross_sunnybrook_mm $(ACDC) data/prepared/cross_sunnybrook_mm
-
-data/prepared/cross_sunnybrook_mm-test/sequences.h5:
-	$(PY) -m data_prep.prepare --recipe cross_sunnybrook_mm --test-data $(SUNNYBROOK) \
-	  data/prepared/cross_sunnybrook_mm-test --plot-crops
-
-acdc-mm: caffe data/prepared/acdc_mm/sequences.h5  ## recipe acdc_mm: Table 1 on ACDC, 4-fold CV, physical scale + LV crop
-	$(PY) -m tools.table1 --recipe acdc_mm --data data/prepared/acdc_mm --runs runs/acdc_mm \
-	  --out results/acdc_mm-$(STAMP)
-
-cross-dataset-mm: caffe data/prepared/cross_sunnybrook_mm/sequences.h5 data/prepared/cross_sunnybrook_mm-test/sequences.h5  ## recipe cross_sunnybrook_mm: all of ACDC -> Sunnybrook, same crop and decoder
-	$(PY) -m tools.train --recipe cross_sunnybrook_mm --data data/prepared/cross_sunnybrook_mm \
-	  --fold all --out $(FINAL_MM) --reuse
-	$(PY) -m tools.evaluate_afd --run $(FINAL_MM) --data data/prepared/cross_sunnybrook_mm-test \
-	  --list all.txt --out results/cross-dataset-mm-$(STAMP)
-	$(PY) -m tools.evaluate_afd --run $(FINAL_MM) --data data/prepared/cross_sunnybrook_mm-test \
-	  --list all.txt --stack --out results/cross-dataset-mm-$(STAMP)/stack
-	$(PY) -m tools.detect $(SUNNYBROOK)/dicoms --run $(FINAL_MM) \
-	  --decoder $$($(RECIPE_GET) cross_sunnybrook_mm decoder) \
-	  --out results/detect-sunnybrook-mm-$(STAMP) --plot
+	  --out results/detect-sunnybrook-pixels-$(STAMP) --plot
 
 clean:  ## remove the venv and generated data (not the Caffe cache)
 	rm -rf $(VENV) data runs results
 
-# The model shipped in models/ (docs/detection.md): the cross-dataset recipe's model and its
-# Sunnybrook evaluation (the cross-dataset target, same STAMP) as a Model Zoo folder: weights,
+# The model shipped in models/ (docs/detection.md): the cross-dataset target's model (recipe
+# cross_sunnybrook_mm) and its Sunnybrook evaluation (the cross-dataset target, same STAMP) as a Model Zoo folder: weights,
 # deploy net, run record, readme.md with the sha1 and the measured accuracy.
 SHIPPED    ?= models/tempregnet_acdc_small96
-shipped-model: cross-dataset  ## recipe cross_sunnybrook's model -> the shipped model folder in models/
+shipped-model: cross-dataset  ## recipe cross_sunnybrook_mm's model -> the shipped model folder in models/
 	$(PY) -m tools.package_model --run $(FINAL) --eval results/cross-dataset-$(STAMP)/afd.json \
 	  --eval-stack results/cross-dataset-$(STAMP)/stack/afd.json --out $(SHIPPED) --force

@@ -65,6 +65,7 @@ class Options:
     source: str = "auto"
     decoder: str = "fit"
     stack: bool = False
+    input_mm_per_px: float | None = None     # headers without a pixel size (fixed-mm models)
 
 
 # --- the study list ---------------------------------------------------------------------------
@@ -150,7 +151,9 @@ def detect_study(study: Study, options: Options, fingerprint: str) -> dict:
 
     Problems with the input (corrupt file, bad sequence) are part of the result, one line each;
     the console line keeps the path, the written cause has paths scrubbed."""
-    from tempregnet.detection import decode_input_stacks, detection_record, find_inputs
+    from data_prep.physical import crop_record
+    from tempregnet.detection import (decode_input_stacks, detection_record, find_inputs,
+                                      loaded_sequences)
     from tempregnet.inference import predict_sequence
     check_secret(fingerprint)
     loaded, lock = worker_net(options.spec)
@@ -161,13 +164,18 @@ def detect_study(study: Study, options: Options, fingerprint: str) -> dict:
     times["read"] += time.perf_counter() - tic
     problems += [str(err) for err in scan_problems]
     done = []
-    for item in found:
+    sequences = loaded_sequences(found, loaded.contract, options.input_mm_per_px,
+                                 lambda err: problems.append(str(err)))
+    while True:
+        tic = time.perf_counter()
+        item_seq_crop = next(sequences, None)     # reading (and the LV crops of a stack)
+        times["read"] += time.perf_counter() - tic
+        if item_seq_crop is None:
+            break
+        item, seq, crop = item_seq_crop
         try:
-            tic = time.perf_counter()
-            seq = item.load()
-            times["read"] += time.perf_counter() - tic
             with lock:
-                result = predict_sequence(loaded, seq, options.decoder)
+                result = predict_sequence(loaded, seq, options.decoder, crop=crop)
         except InputError as err:
             problems.append(str(err))
             continue
@@ -175,6 +183,8 @@ def detect_study(study: Study, options: Options, fingerprint: str) -> dict:
             problems.append(str(InputError(getattr(item, "path", study.path),
                                            f"sequence {item.seq_id}: {err}")))
             continue
+        if crop is not None:
+            result["crop"] = crop_record(seq.seq_id, crop[0], crop[2], crop[1])
         for stage, seconds in result["stage_s"].items():
             times[stage] += seconds
         done.append((seq, result))
@@ -196,7 +206,8 @@ def settings_of(options: Options, studies: list[Study], description: dict) -> di
     """What a rerun must share with the run in --out: the net (sha1), decoding, the studies."""
     listing = hashlib.sha256("\n".join(s.key for s in studies).encode()).hexdigest()[:16]
     return {"format": FORMAT, "model": description, "sha1": options.spec.sha1,
-            "roi": options.spec.roi, "source": options.source, "decoder": options.decoder,
+            "roi": options.spec.roi, "input_mm_per_px": options.input_mm_per_px,
+            "source": options.source, "decoder": options.decoder,
             "decoding": "per stack (not the paper's)" if options.stack else "per sequence",
             "n_studies": len(studies), "studies_digest": listing,
             "secret_fingerprint": keys.fingerprint()}
@@ -246,7 +257,8 @@ def check_out(out: Path, settings: dict) -> None:
         before = json.loads(path.read_text())
     except ValueError:
         return                                # rebuilt from the study files
-    keys_ = ("format", "sha1", "roi", "source", "decoder", "decoding", "studies_digest",
+    keys_ = ("format", "sha1", "roi", "input_mm_per_px", "source", "decoder", "decoding",
+             "studies_digest",
              "secret_fingerprint")
     differ = [k for k in keys_ if before.get(k) != settings.get(k)]
     if differ:

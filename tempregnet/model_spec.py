@@ -55,6 +55,11 @@ def model_spec(run=None, weights=None, deploy=None, stored_size=None, label: str
     return ModelSpec(folder=str(folder.resolve()), roi=roi, gpu=gpu, sha1=sha1_of(model.weights))
 
 
+def decoder_of(loaded, chosen: str | None) -> str:
+    """The decoder a detection uses: the one chosen, else the model's recipe's, else "fit"."""
+    return chosen or loaded.description.get("decoder") or "fit"
+
+
 def load_spec(spec: ModelSpec):
     """The tempregnet.inference.LoadedNet a spec names, its weights' sha1 checked."""
     from tempregnet.contract import SequenceContract
@@ -88,14 +93,22 @@ def add_net_arguments(p: argparse.ArgumentParser) -> None:
                         "heart-cropped ACDC, as the shipped one)")
     p.add_argument("--label", choices=CONVENTIONS, default="cycle",
                    help="label convention the model was trained with (--model)")
-    p.add_argument("--decoder", choices=DECODERS, default="fit")
+    p.add_argument("--decoder", choices=DECODERS, default=None,
+                   help="how ED/ES are read from the curve (default: the model's recipe's "
+                        "decoder, 'fit' for a bare --model)")
     p.add_argument("--stack", action="store_true",
                    help="one ED/ES per patient stack: the standardised curves of its slices "
                         "(same frame count) averaged and decoded once (not the paper's protocol)")
     p.add_argument("--gpu", type=int, default=None, help="GPU id (default CPU)")
+    p.add_argument("--input-mm-per-px", type=float,
+                   help="input pixel size for sequences whose header states none (no "
+                        "PixelSpacing, NIfTI's 1 x 1 x 1 placeholder), for a model trained on "
+                        "fixed-mm frames (docs/scale-and-crop.md)")
 
 
 def spec_from_args(args) -> ModelSpec:
     """The ModelSpec of add_net_arguments' options."""
+    if args.input_mm_per_px is not None and not args.input_mm_per_px > 0:
+        raise ValueError("--input-mm-per-px must be > 0")
     return model_spec(run=args.run, weights=args.model, deploy=args.deploy, stored_size=args.size,
                       label=args.label, roi=args.roi, gpu=args.gpu)

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     from tempregnet import cohort as engine
     from tempregnet.inference import quiet_caffe
-    from tempregnet.model_spec import load_spec, spec_from_args
+    from tempregnet.model_spec import decoder_of, load_spec, spec_from_args
     quiet_caffe()
     args = build_parser().parse_args(argv)
     try:
@@ -59,8 +59,11 @@ def main(argv=None) -> int:
             raise ValueError("--workers and --threads-per-worker must be >= 1")
         studies = engine.make_studies(paths)
         spec = spec_from_args(args)
-        description = load_spec(spec).description         # fails here, before any cluster
-        options = engine.Options(spec, args.source, args.decoder, args.stack)
+        loaded = load_spec(spec)                            # fails here, before any cluster
+        description = loaded.description
+        options = engine.Options(spec, args.source, decoder_of(loaded, args.decoder), args.stack,
+                                 args.input_mm_per_px)
+        del loaded
         engine.check_out(Path(args.out), engine.settings_of(options, studies, description))
     except (engine.CohortError, InputError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

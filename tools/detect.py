@@ -30,7 +30,7 @@ from tempregnet.detection import (OUTPUT_CSV, OUTPUT_JSON, PLOT_DIR, CSV_COLUMNS
                                   decode_input_stacks, detection_record, find_inputs,
                                   loaded_sequences, plot_detection)
 from tempregnet.inference import predict_sequence, quiet_caffe
-from tempregnet.model_spec import add_net_arguments, load_spec, spec_from_args
+from tempregnet.model_spec import add_net_arguments, decoder_of, load_spec, spec_from_args
 from tempregnet.outputs import OutputExists, refuse_overwrite, write_csv_atomic, write_json_atomic
 
 
@@ -40,10 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", choices=("auto", "dicom", "acdc", "nifti", "sunnybrook"),
                    default="auto", help="input type (default: guessed per input)")
     add_net_arguments(p)
-    p.add_argument("--input-mm-per-px", type=float,
-                   help="input pixel size for sequences whose header states none (no "
-                        "PixelSpacing, NIfTI's 1 x 1 x 1 placeholder), for a model trained on "
-                        "fixed-mm frames (docs/scale-and-crop.md)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--plot", action="store_true", help="write a PNG per sequence")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
@@ -62,9 +58,8 @@ def main(argv=None) -> int:
                 and any((out / PLOT_DIR).iterdir()):
             raise OutputExists(f"{out / PLOT_DIR}: holds plots; pass --force to overwrite")
         ensure_outside(out)
-        if args.input_mm_per_px is not None and not args.input_mm_per_px > 0:
-            raise ValueError("--input-mm-per-px must be > 0")
         loaded = load_spec(spec_from_args(args))
+        decoder = decoder_of(loaded, args.decoder)
     except (InputError, OutputExists, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -94,7 +89,7 @@ def main(argv=None) -> int:
         for item, seq, crop in loaded_sequences(found, loaded.contract, args.input_mm_per_px,
                                                 problem):
             try:
-                result = predict_sequence(loaded, seq, args.decoder, crop=crop)
+                result = predict_sequence(loaded, seq, decoder, crop=crop)
             except InputError as err:
                 problem(err)
                 continue
@@ -108,7 +103,7 @@ def main(argv=None) -> int:
             else:                           # reported at once: no input's frames are kept
                 report(index, seq, result)
         if held:                            # a stack never spans two inputs
-            for seq, result in decode_input_stacks(held, loaded.contract.label, args.decoder):
+            for seq, result in decode_input_stacks(held, loaded.contract.label, decoder):
                 report(index, seq, result)
         bar.set_postfix(sequences=len(records), problems=n_problems)
     bar.close()
@@ -117,7 +112,7 @@ def main(argv=None) -> int:
     write_json_atomic(out / OUTPUT_JSON, {
         "frames": "original frame numbers: *_0based from 0, *_1based from 1; *_instance is the "
                   "DICOM InstanceNumber of that frame (empty for NIfTI)",
-        "model": loaded.description, "decoder": args.decoder,
+        "model": loaded.description, "decoder": decoder,
         "decoding": "per stack (not the paper's)" if args.stack else "per sequence",
         "n_inputs": len(args.inputs), "n_sequences": len(records), "n_problems": n_problems,
         "sequences": records})
