@@ -66,6 +66,7 @@ class Options:
     decoder: str = "fit"
     stack: bool = False
     input_mm_per_px: float | None = None     # headers without a pixel size (fixed-mm models)
+    augment: bool = False                     # test-time augmentation (inference.augmentation_views)
 
 
 # --- the study list ---------------------------------------------------------------------------
@@ -175,7 +176,8 @@ def detect_study(study: Study, options: Options, fingerprint: str) -> dict:
         item, seq, crop = item_seq_crop
         try:
             with lock:
-                result = predict_sequence(loaded, seq, options.decoder, crop=crop)
+                result = predict_sequence(loaded, seq, options.decoder, crop=crop,
+                                          augment=options.augment)
         except InputError as err:
             problems.append(str(err))
             continue
@@ -207,6 +209,7 @@ def settings_of(options: Options, studies: list[Study], description: dict) -> di
     listing = hashlib.sha256("\n".join(s.key for s in studies).encode()).hexdigest()[:16]
     return {"format": FORMAT, "model": description, "sha1": options.spec.sha1,
             "roi": options.spec.roi, "input_mm_per_px": options.input_mm_per_px,
+            "test_augmentation": options.augment,
             "source": options.source, "decoder": options.decoder,
             "decoding": "per stack (not the paper's)" if options.stack else "per sequence",
             "n_studies": len(studies), "studies_digest": listing,
@@ -257,7 +260,8 @@ def check_out(out: Path, settings: dict) -> None:
         before = json.loads(path.read_text())
     except ValueError:
         return                                # rebuilt from the study files
-    keys_ = ("format", "sha1", "roi", "input_mm_per_px", "source", "decoder", "decoding",
+    keys_ = ("format", "sha1", "roi", "input_mm_per_px", "test_augmentation", "source",
+             "decoder", "decoding",
              "studies_digest",
              "secret_fingerprint")
     differ = [k for k in keys_ if before.get(k) != settings.get(k)]

@@ -89,8 +89,32 @@ def load_model(folder, gpu: int | None = None, expected_sha1: str | None = None)
                     description=model.description())
 
 
-def forward_steps(loaded: LoadedNet, frames: np.ndarray) -> np.ndarray:
-    """N x T x S x S uint8 stored frames -> N x T predicted curve (one forward pass)."""
+def augmentation_views(loaded: LoadedNet) -> list[tuple[bool, bool, int]]:
+    """(flip left-right, flip up-down, roll in steps) of test-time augmentation: the symmetries
+    the model was trained with (its recipe's train_flip, train_roll; rolls only for "cycle"
+    labels), at 4 evenly spaced starts. Just the identity for a model without a recipe."""
+    d = loaded.description
+    flips = [(False, False), (True, False), (False, True), (True, True)] \
+        if d.get("train_flip") else [(False, False)]
+    t = loaded.contract.steps
+    rolls = [k * t // 4 for k in range(4)] \
+        if d.get("train_roll") and loaded.contract.label == "cycle" else [0]
+    return [(lr, ud, k) for lr, ud in flips for k in rolls]
+
+
+def forward_steps(loaded: LoadedNet, frames: np.ndarray, augment: bool = False) -> np.ndarray:
+    """N x T x S x S uint8 stored frames -> N x T predicted curve (one forward pass). augment:
+    the mean curve over augmentation_views (each view's curve rolled back), not the paper's."""
+    if augment:
+        frames = np.asarray(frames)
+        views = augmentation_views(loaded)
+        total = 0.0
+        for lr, ud, k in views:
+            view = frames[..., ::-1] if lr else frames
+            view = view[..., ::-1, :] if ud else view
+            view = np.roll(view, -k, axis=1) if k else view
+            total = total + np.roll(forward_steps(loaded, np.ascontiguousarray(view)), k, axis=1)
+        return total / len(views)
     frames = np.asarray(frames)
     t = loaded.contract.steps
     if frames.ndim != 4 or frames.shape[1] != t:
@@ -118,7 +142,7 @@ def check_rows(loaded: LoadedNet, contract: SequenceContract, where) -> None:
 
 
 def predict_rows(loaded: LoadedNet, rows: dict, batch: int = 1, method: str = "fit",
-                 progress=None) -> list[dict]:
+                 progress=None, augment: bool = False) -> list[dict]:
     """Per-sequence records (true and predicted ED/ES, 0-based original frames) for prepared rows."""
     frames = rows["frames"]
     t, size = loaded.contract.steps, loaded.contract.stored_size
@@ -129,7 +153,7 @@ def predict_rows(loaded: LoadedNet, rows: dict, batch: int = 1, method: str = "f
     for start in range(0, len(frames), batch):
         stop = min(start + batch, len(frames))
         tic = time.perf_counter()
-        curves = forward_steps(loaded, frames[start:stop])
+        curves = forward_steps(loaded, frames[start:stop], augment)
         decoded = [decode_steps(c, int(rows["n_frames"][i]), loaded.contract.label, method)
                    for c, i in zip(curves, range(start, stop))]
         per_seq = (time.perf_counter() - tic) / (stop - start)
@@ -156,7 +180,8 @@ def _row_record(rows, i, ed, es, time_s, curve) -> dict:
     return rec
 
 
-def predict_sequence(loaded: LoadedNet, seq, method: str = "fit", crop=None) -> dict:
+def predict_sequence(loaded: LoadedNet, seq, method: str = "fit", crop=None,
+                     augment: bool = False) -> dict:
     """ED/ES (0-based original frames) of one CineSequence, with its step curve and time.
 
     A physical contract (mm_per_px) needs `crop`, the sequence's (spacing, HeartCrop) from
@@ -171,7 +196,7 @@ def predict_sequence(loaded: LoadedNet, seq, method: str = "fit", crop=None) -> 
     else:
         steps = sequence_to_steps(seq.frames, loaded.contract, where=seq.seq_id)  # T x S x S
     t_pre = time.perf_counter()
-    curve = forward_steps(loaded, steps[None])[0]
+    curve = forward_steps(loaded, steps[None], augment)[0]
     t_fwd = time.perf_counter()
     ed, es = decode_steps(curve, seq.n_frames, loaded.contract.label, method,
                           rwave=float((seq.meta or {}).get(RWAVE_KEY) or 0.0))

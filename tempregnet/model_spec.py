@@ -14,6 +14,9 @@ from pathlib import Path
 from data_prep.errors import InputError
 from tempregnet.labels import CONVENTIONS, DECODERS
 
+TTA_TEXT = ("mean curve over the flips and 4 rolled starts the model was trained with "
+            "(tempregnet.inference.augmentation_views; not the paper's)")
+TTA_HELP = "test-time augmentation: " + TTA_TEXT
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 DEFAULT_MODEL = MODELS_DIR / "tempregnet_acdc_small96"     # the shipped model (its readme.md)
 
@@ -99,6 +102,7 @@ def add_net_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stack", action="store_true",
                    help="one ED/ES per patient stack: the standardised curves of its slices "
                         "(same frame count) averaged and decoded once (not the paper's protocol)")
+    p.add_argument("--tta", action="store_true", help=TTA_HELP)
     p.add_argument("--gpu", type=int, default=None, help="GPU id (default CPU)")
     p.add_argument("--input-mm-per-px", type=float,
                    help="input pixel size for sequences whose header states none (no "

@@ -147,8 +147,20 @@ class ModelFolder:
                 "recipe": recipe.get("name"), "config": recipe.get("config"),
                 "variant": s.get("variant"), "iterations": s.get("iters"),
                 "imagenet_init": s.get("imagenet_init"), "solver_mode": s.get("solver_mode"),
-                "fold": s.get("fold"), "decoder": recipe.get("decoder")}
+                "fold": s.get("fold"), "decoder": recipe.get("decoder"),
+                **training_symmetries(recipe)}
         return {k: v for k, v in desc.items() if v is not None}
+
+
+def training_symmetries(recipe: dict) -> dict:
+    """train_flip / train_roll of a recipe's net configuration (for test-time augmentation);
+    nothing for a configuration models.config does not know."""
+    from models.config import get_config
+    try:
+        cfg = get_config(recipe["config"]).replace(**(recipe.get("overrides") or {}))
+    except (KeyError, TypeError, ValueError):
+        return {}
+    return {"train_flip": cfg.train_flip, "train_roll": cfg.train_roll}
 
 
 def read_model_folder(folder, expected_sha1: str | None = None) -> ModelFolder:

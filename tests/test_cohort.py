@@ -254,3 +254,28 @@ def test_other_settings_in_out_are_refused(reference, cohort, run_dir):
     assert res.returncode == 2 and "other decoder" in res.stderr
     res = run_module("tools.cohort", *cohort_args(cohort, run_dir, out))   # same: nothing to do
     assert res.returncode == 1 and "0 run now" in res.stdout
+
+
+def test_fixed_mm_model_gets_the_lv_crops_detect_finds(cohort, tmp_path):
+    """A model trained on fixed-mm LV crops: every cohort worker finds each slice's crop as
+    tools.detect does (per patient stack), feeds the net those frames and writes the crop."""
+    import dataclasses
+    from trivial_net import CONTRACT
+    physical = dataclasses.replace(CONTRACT, mm_per_px=128.0 / CONTRACT.stored_size, crop="lv")
+    run = write_run_dir(tmp_path / "run", contract=physical)
+    root, _ = cohort
+    studies = [root / "copy0" / f"case{i:03d}" for i in (1, 2)]
+    out, serial = tmp_path / "cohort", tmp_path / "serial"
+    res = run_module("tools.cohort", *studies, "--run", run, "--out", out, "--workers", "1",
+                     "--quiet")
+    assert res.returncode == 0, res.stderr
+    ser = run_module("tools.detect", *studies, "--run", run, "--out", serial, "--quiet")
+    assert ser.returncode == 0, ser.stderr
+    mine = json.loads((out / "detections.json").read_text())["sequences"]
+    theirs = json.loads((serial / "detections.json").read_text())["sequences"]
+    assert len(mine) == len(theirs) > 0
+    key = lambda r: (int(r["input"]), r["seq_id"])    # noqa: E731
+    for a, b in zip(sorted(mine, key=key), sorted(theirs, key=key)):
+        assert a["crop"] == b["crop"] and a["crop"]["side_mm"] == 128.0
+        assert (a["ed_0based"], a["es_0based"]) == (b["ed_0based"], b["es_0based"])
+        np.testing.assert_allclose(a["curve_steps"], b["curve_steps"], atol=2e-5)

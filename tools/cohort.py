@@ -62,7 +62,7 @@ def main(argv=None) -> int:
         loaded = load_spec(spec)                            # fails here, before any cluster
         description = loaded.description
         options = engine.Options(spec, args.source, decoder_of(loaded, args.decoder), args.stack,
-                                 args.input_mm_per_px)
+                                 args.input_mm_per_px, args.tta)
         del loaded
         engine.check_out(Path(args.out), engine.settings_of(options, studies, description))
     except (engine.CohortError, InputError, ValueError) as err:

@@ -30,7 +30,7 @@ from tempregnet.detection import (OUTPUT_CSV, OUTPUT_JSON, PLOT_DIR, CSV_COLUMNS
                                   decode_input_stacks, detection_record, find_inputs,
                                   loaded_sequences, plot_detection)
 from tempregnet.inference import predict_sequence, quiet_caffe
-from tempregnet.model_spec import add_net_arguments, decoder_of, load_spec, spec_from_args
+from tempregnet.model_spec import TTA_TEXT, add_net_arguments, decoder_of, load_spec, spec_from_args
 from tempregnet.outputs import OutputExists, refuse_overwrite, write_csv_atomic, write_json_atomic
 
 
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
         for item, seq, crop in loaded_sequences(found, loaded.contract, args.input_mm_per_px,
                                                 problem):
             try:
-                result = predict_sequence(loaded, seq, decoder, crop=crop)
+                result = predict_sequence(loaded, seq, decoder, crop=crop, augment=args.tta)
             except InputError as err:
                 problem(err)
                 continue
@@ -113,6 +113,7 @@ def main(argv=None) -> int:
         "frames": "original frame numbers: *_0based from 0, *_1based from 1; *_instance is the "
                   "DICOM InstanceNumber of that frame (empty for NIfTI)",
         "model": loaded.description, "decoder": decoder,
+        "test_augmentation": TTA_TEXT if args.tta else "none",
         "decoding": "per stack (not the paper's)" if args.stack else "per sequence",
         "n_inputs": len(args.inputs), "n_sequences": len(records), "n_problems": n_problems,
         "sequences": records})

@@ -23,6 +23,7 @@ from tempregnet.contract import read_list_contract
 from tempregnet.inference import (check_rows, decode_stacks, load_model, load_net, predict_rows,
                                   quiet_caffe)
 from tempregnet.labels import CONVENTIONS, DECODERS
+from tempregnet.model_spec import TTA_HELP, TTA_TEXT
 from tempregnet.outputs import (OutputExists, refuse_overwrite, write_csv_atomic, write_json_atomic,
                                 write_text_atomic)
 
@@ -144,7 +145,7 @@ def records_from_nets(args) -> tuple[list[dict], dict]:
         unlabelled = int((rows["ed"] < 0).sum())
         if unlabelled:
             raise InputError(list_file, f"{unlabelled} of its sequences have no ED/ES labels")
-        fold = predict_rows(loaded, rows, batch=args.batch, method=decoder)
+        fold = predict_rows(loaded, rows, batch=args.batch, method=decoder, augment=args.tta)
         if args.stack:
             fold = decode_stacks(fold, loaded.contract.label, decoder)
         for rec in fold:
@@ -153,7 +154,8 @@ def records_from_nets(args) -> tuple[list[dict], dict]:
         nets.append(loaded.description)
     meta = {"decoder": ", ".join(sorted(decoders)), "batch": args.batch, "nets": nets,
             "lists": [p.name for p in lists],
-            "decoding": "per cine stack (not the paper's)" if args.stack else "per sequence"}
+            "decoding": "per cine stack (not the paper's)" if args.stack else "per sequence",
+            "test_augmentation": TTA_TEXT if args.tta else "none"}
     return records, meta
 
 
@@ -169,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="label convention the model was trained with (with --model)")
     p.add_argument("--data", help="prepared dataset dir that holds the list files")
     p.add_argument("--list", action="append", default=[], help="split list, e.g. fold0_test.txt")
+    p.add_argument("--tta", action="store_true", help=TTA_HELP)
     p.add_argument("--decoder", choices=DECODERS,
                    help="fit: Eq. 4 template fit; extrema: the paper's max/min rule; fit_es: ES by "
                         "the fit, ED the peak before it (sequences that start at ED). Default: the "

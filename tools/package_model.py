@@ -41,11 +41,43 @@ def _row(label: str, s: dict) -> str:
             f"{es['cyclic_afd_not_paper']:.2f} |")
 
 
+def use_text(contract: dict) -> str:
+    """How to run the model on new scans: physical models need no field-of-view setting."""
+    if contract.get("mm_per_px"):
+        side = contract["mm_per_px"] * contract["stored_size"]
+        return f"""    python -m tools.detect STUDY/ --out det/ --plot
+    python -m tools.detect STUDY/ --out det/ --input-mm-per-px 1.4   # headers without a pixel size
+
+Any field of view and pixel size: each slice is read at its header's pixel size (DICOM
+PixelSpacing, NIfTI pixdim), a {side:g} mm square around the left ventricle is found in the
+images (per patient stack) and resampled to {contract['stored_size']} px ({contract['mm_per_px']:.3f} mm per pixel), as in
+training; the square's centre and size are written with each detection. Labels follow the
+`{contract.get('label')}` convention: ED and ES anywhere in the sequence (docs/scale-and-crop.md).
+"""
+    return """    python -m tools.detect STUDY/ --out det/                 # frames centred on the heart
+    python -m tools.detect STUDY/ --out det/ --roi 0.4       # frames of the whole chest (~350 mm)
+
+It was trained on ACDC's heart-centred frames (about 140 mm field of view, `roi` 1.0): for
+images of the whole chest keep the central 0.4 (`--roi 0.4`), as for Sunnybrook below. Labels
+follow the `cycle` convention: ED and ES anywhere in the sequence.
+"""
+
+
+def portable_settings(settings: dict) -> dict:
+    """The run's settings without this machine's paths: absolute paths become their last part."""
+    return {k: (Path(v).name if isinstance(v, str) and v.startswith("/") else v)
+            for k, v in settings.items()}
+
+
 def readme_text(name: str, caffemodel: str, sha1: str, settings: dict, contract: dict, crop: int,
                 per_seq: dict, per_stack: dict | None, command: str) -> str:
     """The folder's readme.md."""
     recipe = settings.get("recipe") or {}
     overrides = ", ".join(f"{k} = {json.dumps(v)}" for k, v in sorted(recipe.get("overrides", {}).items()))
+    decoder = recipe.get("decoder") or "fit"
+    test_frames = ("read as for training: the LV crop at the scanner's pixel size"
+                   if contract.get("mm_per_px") else
+                   f"central {(recipe.get('test_data') or {}).get('roi', 1.0)} of the field of view")
     rows = [_row("per sequence (the paper's decoding)", per_seq)]
     if per_stack:
         rows.append(_row("per stack (`--stack`, not the paper's)", per_stack))
@@ -64,17 +96,11 @@ TempReg-Net (Kong et al., MICCAI 2016), recipe `{recipe.get('name')}` (configura
 trained from scratch on all of the ACDC development subset. `python -m tools.detect` and
 `python -m tools.cohort` use it when given no `--run` or `--model`. It reads each cine slice as
 {contract.get('steps')} steps of {contract.get('stored_size')} px frames (centre crop {crop} px; contrast and motion input channels)
-and outputs a per-step volume-like curve that the `fit` decoder turns into ED and ES frames. **A small CPU model, not the paper's ZF net.**
+and outputs a per-step volume-like curve that the `{decoder}` decoder turns into ED and ES frames. **A small CPU model, not the paper's ZF net.**
 
 ## Use
 
-    python -m tools.detect STUDY/ --out det/                 # frames centred on the heart
-    python -m tools.detect STUDY/ --out det/ --roi 0.4       # frames of the whole chest (~350 mm)
-
-It was trained on ACDC's heart-centred frames (about 140 mm field of view, `roi` 1.0): for
-images of the whole chest keep the central 0.4 (`--roi 0.4`), as for Sunnybrook below. Labels
-follow the `cycle` convention: ED and ES anywhere in the sequence.
-
+{use_text(contract)}
 ## Recipe
 
 `recipes/{recipe.get('name')}.toml` ({recipe.get('description')}): {recipe.get('iterations')} iterations,
@@ -106,7 +132,7 @@ table below belong to this file.
 ## Accuracy (measured)
 
 Trained on ACDC, tested on Sunnybrook (CC0; 3 patients, 35 sequences, another scanner and ED
-convention; central 0.4 of the field of view) by `tools.evaluate_afd`, whose afd.json the table
+convention; {test_frames}) by `tools.evaluate_afd`, whose afd.json the table
 is read from; aFD = mean absolute frame difference (Eq. 5), original frames:
 
 | decoding | sequences | aFD ED (STD) | aFD ES (STD) | cyclic aFD ED / ES (not the paper's) |
@@ -159,8 +185,9 @@ def main(argv=None) -> int:
     tmp.mkdir(parents=True)
     shutil.copyfile(model.weights, tmp / caffemodel)
     shutil.copyfile(model.deploy, tmp / "deploy.prototxt")
-    for name in (SETTINGS, CONTRACT):
-        shutil.copyfile(run / name, tmp / name)
+    (tmp / SETTINGS).write_text(json.dumps(portable_settings(model.settings), indent=2,
+                                           sort_keys=True) + "\n")
+    shutil.copyfile(run / CONTRACT, tmp / CONTRACT)
     (tmp / FINAL_MODEL).write_text(caffemodel + "\n")
     sha1 = sha1_of(tmp / caffemodel)
     (tmp / README).write_text(readme_text(args.name, caffemodel, sha1, model.settings,
