@@ -114,7 +114,7 @@ def steps_to_frames(step_values, n_frames: int) -> np.ndarray:
     return np.moveaxis(cyclic_resample(v, pos), 0, -1)
 
 
-DECODERS = ("fit", "extrema", "fit_es", "fit_rwave")
+DECODERS = ("fit", "extrema", "fit_es", "fit_rwave", "fit_trigger")
 
 
 def decode_steps(step_values, n_frames: int, convention: str = "cycle",
@@ -130,7 +130,8 @@ def decode_steps(step_values, n_frames: int, convention: str = "cycle",
     resampled curve, before ES for "paper" labels). ``"fit_rwave"`` (data_prep.rwave): ES from the
     fit, ED the fit's, moved forward to the first frame after the R wave (at ``rwave``, 0 unless
     the trigger times say otherwise) when the curve is flat in between: one decoder for scans
-    that start at ED and those that do not.
+    that start at ED and those that do not. ``"fit_trigger"``: ED is the first frame after the R
+    wave (the gating trigger: ED by its ECG definition), ES the best Eq. 4 fit with ED there.
     For sequences that start at ED: the fit
     places ED and ES together, so a systole predicted too short can pull ED off the peak at
     frame 0 (docs/deviations.md, 18); exact on "paper" labels with ED = 0, not for ED > 0.
@@ -149,9 +150,12 @@ def decode_steps(step_values, n_frames: int, convention: str = "cycle",
         fit_ed, es = decode_steps(y, n_frames, convention, "fit")
         ed = snap_ed(steps_to_frames(y, n_frames), fit_ed, rwave)
         return (fit_ed if ed == es else ed), es
-    if method != "fit":
+    if method not in ("fit", "fit_trigger"):
         raise ValueError(f"unknown decoder {method!r}; expected one of {DECODERS}")
     eds, ess, templates = _templates(n_frames, y.size, convention)
+    if method == "fit_trigger":
+        keep = eds == int(np.ceil(rwave - 1e-9)) % n_frames
+        eds, ess, templates = eds[keep], ess[keep], templates[keep]
     t = templates - templates.mean(axis=1, keepdims=True)
     v = y - y.mean()
     tt = np.einsum("ps,ps->p", t, t)

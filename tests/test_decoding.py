@@ -203,3 +203,27 @@ def test_fit_es_keeps_the_fits_es_and_takes_ed_at_the_peak():
             peak = int(np.argmax(frames if convention == "cycle" else frames[: es + 1]))
             assert es == fit_es
             assert ed == (peak if peak != es else fit_ed)     # a peak at ES itself: the fit's ED
+
+
+@pytest.mark.parametrize("n_frames", [12, 20, 28, 35])
+def test_fit_trigger_puts_ed_at_the_r_wave_and_fits_es_given_it(n_frames):
+    """ED is the first frame at or after the R wave; ES is the fit's best placement with that ED
+    (brute force over the cyclic templates here)."""
+    pos = step_positions(n_frames, N_STEPS)
+    rng = np.random.default_rng(n_frames)
+    for rwave in (0.0, 0.4, n_frames - 2.5):
+        r_frame = int(np.ceil(rwave)) % n_frames
+        for es in range(n_frames):                       # exact on an Eq. 4 curve with ED there
+            if es != r_frame:
+                curve = volume_label(pos, n_frames, r_frame, es, "cycle")
+                assert decode_steps(curve, n_frames, "cycle", "fit_trigger", rwave) == (r_frame, es)
+        noisy = rng.normal(size=N_STEPS)                 # any curve: the best ES given that ED
+        ed, es = decode_steps(noisy, n_frames, "cycle", "fit_trigger", rwave)
+        v = noisy - noisy.mean()
+
+        def gain(e):
+            t = volume_label(pos, n_frames, r_frame, e, "cycle")
+            t = t - t.mean()
+            return max(t @ v, 0) ** 2 / (t @ t)
+        assert ed == r_frame
+        assert gain(es) == pytest.approx(max(gain(e) for e in range(n_frames) if e != r_frame))
