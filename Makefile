@@ -148,9 +148,11 @@ clean:  ## remove the venv and generated data (not the Caffe cache)
 	rm -rf $(VENV) data runs results
 
 # The model shipped in models/ (docs/detection.md): the cross-dataset target's model (recipe
-# cross_sunnybrook_mm) and its Sunnybrook evaluation (the cross-dataset target, same STAMP) as a Model Zoo folder: weights,
+# cross_sunnybrook_mm), its Sunnybrook evaluation and the acdc target's cross-validation of the
+# same settings (same STAMP) as a Model Zoo folder: weights,
 # deploy net, run record, readme.md with the sha1 and the measured accuracy.
 SHIPPED    ?= models/tempregnet_acdc_small96
-shipped-model: cross-dataset  ## recipe cross_sunnybrook_mm's model -> the shipped model folder in models/
+shipped-model: acdc cross-dataset  ## recipe cross_sunnybrook_mm's model (+ acdc_mm's 4-fold CV) -> the shipped model folder in models/
 	$(PY) -m tools.package_model --run $(FINAL) --eval results/cross-dataset-$(STAMP)/afd.json \
-	  --eval-stack results/cross-dataset-$(STAMP)/stack/afd.json --out $(SHIPPED) --force
+	  --eval-stack results/cross-dataset-$(STAMP)/stack/afd.json \
+	  --cv results/acdc_mm-$(STAMP)/table1.json --out $(SHIPPED) --force

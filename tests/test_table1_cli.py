@@ -144,3 +144,32 @@ def test_mismatched_run_is_refused_not_silently_reused(setup):
     res = run_table1("--recipe", root / "fixture.toml", "--data", root / "prep", "--iters", 7,
                      "--runs", root / "runs", "--out", root / "other", "--no-baselines")
     assert res.returncode == 2 and "--retrain" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_package_model_reports_the_cross_validation(setup, tmp_path):
+    """tools.package_model --cv: the readme shows TempReg-Net's pooled rows of a real table1.json,
+    per sequence and per stack, as tools.table1 wrote them."""
+    from cli import run_module
+    from tempregnet import runs
+    root, out, _ = setup
+    run = root / "runs" / "fixture_tempreg_fold0"
+    ev = tmp_path / "eval"
+    res = run_module("tools.evaluate_afd", "--run", run, "--data", root / "prep", "--list",
+                     "fold0_test.txt", "--out", ev)
+    assert res.returncode == 0, res.stderr
+    folder = tmp_path / "model"
+    res = run_module("tools.package_model", "--run", run, "--eval", ev / "afd.json",
+                     "--cv", out / "table1.json", "--out", folder)
+    assert res.returncode == 0, res.stderr
+    readme = (folder / "readme.md").read_text()
+    summary = json.loads((out / "table1.json").read_text())["summary"]
+    for key in ("tempreg", "tempreg_stack"):
+        pooled = summary[key]["pooled"]
+        assert (f"| {pooled['n_sequences']} | {pooled['ed']['afd']:.2f} ({pooled['ed']['std']:.2f}) | "
+                f"{pooled['es']['afd']:.2f} ({pooled['es']['std']:.2f}) |") in readme
+    assert "recipe `fixture`" in readme and "cross-validation" in readme
+    settings = json.loads((folder / runs.SETTINGS).read_text())
+    assert not [v for v in settings.values() if isinstance(v, str) and v.startswith("/")]
+    res = run_module("tools.package_model", "--run", run, "--eval", ev / "afd.json",
+                     "--cv", ev / "afd.json", "--out", tmp_path / "other")
+    assert res.returncode == 2 and "table1.json" in res.stderr and "Traceback" not in res.stderr

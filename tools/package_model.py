@@ -2,7 +2,7 @@
 
     python -m tools.package_model --run runs/cross_sunnybrook \
         --eval results/cross-dataset/afd.json --eval-stack results/cross-dataset/stack/afd.json \
-        --out models/tempregnet_acdc_small96
+        [--cv results/acdc_mm/table1.json] --out models/tempregnet_acdc_small96
 
 Copies the deploy prototxt, the final caffemodel, settings.json, contract.json and
 final_model.txt (so the run/model reader, tempregnet.runs, loads the folder), and writes readme.md: the zoo front matter (name, caffemodel, sha1,
@@ -34,6 +34,22 @@ def accuracy_rows(afd_json) -> dict:
     return summary
 
 
+def cv_rows(table1_json) -> tuple[dict, dict | None, str]:
+    """TempReg-Net's pooled rows (per sequence, per stack) of a tools.table1 table1.json, and
+    its recipe's name: the cross-validated accuracy of the recipe the model was trained with."""
+    path = Path(table1_json)
+    try:
+        doc = json.loads(path.read_text())
+        summary = doc["summary"]
+        per_seq = summary["tempreg"]["pooled"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(path, f"not a table1.json of tools.table1 with a tempreg row ({exc})") \
+            from None
+    stack = (summary.get("tempreg_stack") or {}).get("pooled")
+    recipe = (doc.get("meta") or {}).get("recipe") or {}
+    return per_seq, stack, recipe.get("name", "") if isinstance(recipe, dict) else str(recipe)
+
+
 def _row(label: str, s: dict) -> str:
     ed, es = s["ed"], s["es"]
     return (f"| {label} | {s['n_sequences']} | {ed['afd']:.2f} ({ed['std']:.2f}) | "
@@ -63,6 +79,25 @@ follow the `cycle` convention: ED and ES anywhere in the sequence.
 """
 
 
+def cv_text(cv) -> str:
+    """The cross-validated accuracy section of the readme (empty without --cv)."""
+    if not cv:
+        return ""
+    per_seq, stack, recipe = cv
+    rows = [_row("per sequence (the paper's decoding)", per_seq)]
+    if stack:
+        rows.append(_row("per stack (not the paper's)", stack))
+    return f"""
+Patient-level 4-fold cross-validation of the same settings on the ACDC development patients
+(each fold's model trained on the other three folds, {'recipe `' + recipe + '`, ' if recipe else ''}`tools.table1`'s
+table1.json, TempReg-Net rows): the accuracy to expect on ACDC-like scans it has not seen.
+
+| decoding | sequences | aFD ED (STD) | aFD ES (STD) | cyclic aFD ED / ES (not the paper's) |
+|---|---:|---:|---:|---:|
+{chr(10).join(rows)}
+"""
+
+
 def portable_settings(settings: dict) -> dict:
     """The run's settings without this machine's paths: absolute paths become their last part."""
     return {k: (Path(v).name if isinstance(v, str) and v.startswith("/") else v)
@@ -70,8 +105,8 @@ def portable_settings(settings: dict) -> dict:
 
 
 def readme_text(name: str, caffemodel: str, sha1: str, settings: dict, contract: dict, crop: int,
-                per_seq: dict, per_stack: dict | None, command: str) -> str:
-    """The folder's readme.md."""
+                per_seq: dict, per_stack: dict | None, command: str, cv=None) -> str:
+    """The folder's readme.md; cv: cv_rows() of the recipe's cross-validation, or None."""
     recipe = settings.get("recipe") or {}
     overrides = ", ".join(f"{k} = {json.dumps(v)}" for k, v in sorted(recipe.get("overrides", {}).items()))
     decoder = recipe.get("decoder") or "fit"
@@ -141,7 +176,7 @@ is read from; aFD = mean absolute frame difference (Eq. 5), original frames:
 
 Three test patients make this an anecdote, not an estimate. On the synthetic phantoms see
 docs/detection.md.
-
+{cv_text(cv)}
 ## Files
 
 - `{caffemodel}`: the weights (sha1 above; the loaders refuse a file that does not match)
@@ -158,6 +193,7 @@ def main(argv=None) -> int:
     p.add_argument("--run", required=True, help="finished training run folder")
     p.add_argument("--eval", required=True, help="afd.json of tools.evaluate_afd (per sequence)")
     p.add_argument("--eval-stack", help="afd.json of tools.evaluate_afd --stack")
+    p.add_argument("--cv", help="table1.json of tools.table1: the recipe's cross-validated accuracy")
     p.add_argument("--out", required=True, help="model folder to write (refused if it exists)")
     p.add_argument("--name", default="TempReg-Net small96, cross-dataset recipe, trained on ACDC")
     p.add_argument("--command", default="make shipped-model",
@@ -173,6 +209,7 @@ def main(argv=None) -> int:
             raise InputError(run, "not a training run folder (no settings.json)")
         per_seq = accuracy_rows(args.eval)
         per_stack = accuracy_rows(args.eval_stack) if args.eval_stack else None
+        cv = cv_rows(args.cv) if args.cv else None
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -192,7 +229,7 @@ def main(argv=None) -> int:
     sha1 = sha1_of(tmp / caffemodel)
     (tmp / README).write_text(readme_text(args.name, caffemodel, sha1, model.settings,
                                           model.contract.to_dict(), crop, per_seq, per_stack,
-                                          args.command))
+                                          args.command, cv))
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
