@@ -78,6 +78,11 @@ def load_spec(spec: ModelSpec):
     loaded = load_model(spec.folder, gpu=spec.gpu, expected_sha1=spec.sha1)
     if spec.roi is None:
         return loaded
+    if loaded.contract.physical:
+        raise ValueError(f"--roi does not apply to {Path(spec.folder).name}: it reads a "
+                         f"{loaded.contract.mm_per_px * loaded.contract.stored_size:g} mm square "
+                         "around the LV at the header's pixel size (docs/scale-and-crop.md); "
+                         "drop --roi")
     return dataclasses.replace(loaded, contract=loaded.contract.replace(roi=spec.roi))
 
 

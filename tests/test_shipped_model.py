@@ -129,3 +129,11 @@ def test_package_model_writes_a_folder_the_loaders_check(tmp_path):
     res = run_module("tools.package_model", "--run", run, "--eval", ev / "afd.json",
                      "--out", folder)
     assert res.returncode == 2 and "exists" in res.stderr         # never silently replaced
+
+
+def test_roi_is_refused_for_the_fixed_mm_model(phantoms, tmp_path):
+    """The shipped model finds its own LV crop: --roi is one clear error, nothing written."""
+    res = run_module("tools.detect", phantoms / "case001", "--roi", 0.4, "--out", tmp_path / "d")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().count("\n") == 0 and "--roi does not apply" in res.stderr
+    assert not (tmp_path / "d").exists()
