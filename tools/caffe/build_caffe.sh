@@ -148,10 +148,12 @@ install_cuda_libs() {
 }
 
 CPU_ONLY=ON
+USE_OPENMP=ON       # patch 0015's CPU layer loops on all cores; the GPU build leaves them on one
 GPU_FLAGS=()
 if [ "$GPU" = 1 ]; then
   install_cuda_libs
   CPU_ONLY=OFF
+  USE_OPENMP=OFF
   export PATH=$CUDA_HOME/bin:$PATH
   GPU_FLAGS=(-DCUDA_TOOLKIT_ROOT_DIR="$CUDA_HOME" -DCUDA_ARCH_NAME=Manual
              -DCUDA_ARCH_BIN="$CUDA_ARCH_BIN" -DCUDA_ARCH_PTX="$CUDA_ARCH_PTX"
@@ -166,7 +168,7 @@ if [ -n "$BOOST_PYTHON_LIBRARY" ]; then
 fi
 mkdir -p "$WORK/build"
 ( cd "$WORK/build" && cmake ../src -DCMAKE_BUILD_TYPE=Release -DCPU_ONLY=$CPU_ONLY -DUSE_CUDNN=OFF "${GPU_FLAGS[@]}" "${PY_FLAGS[@]}" \
-    -DBLAS=Open -DUSE_OPENMP=ON -DBUILD_python=ON -DBUILD_python_layer=ON \
+    -DBLAS=Open -DUSE_OPENMP=$USE_OPENMP -DBUILD_python=ON -DBUILD_python_layer=ON \
     -Dpython_version="${PY_VERSION%.*}" -DBoost_NO_BOOST_CMAKE=ON \
     `# FindBoost module: Boost 1.74's own config does not set the Boost_PYTHON3x_FOUND Caffe reads` \
     -DUSE_OPENCV=OFF -DUSE_LEVELDB=OFF -DUSE_LMDB=OFF -DBUILD_docs=OFF -DBUILD_matlab=OFF \
