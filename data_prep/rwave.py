@@ -25,11 +25,16 @@ def rwave_frame(first_trigger_ms, rr_ms, n_frames: int) -> float:
     return float(np.mod(-first_trigger_ms / rr_ms * n_frames, n_frames))
 
 
+def first_frame_after(rwave: float, n_frames: int) -> int:
+    """The first frame at or after the R wave (at rwave, in frames)."""
+    return int(np.ceil(rwave - 1e-9)) % n_frames
+
+
 def snap_ed(curve_on_frames, ed_fit: int, rwave: float = 0.0) -> int:
     """The fitted ED, or the first frame after the R wave when the curve is flat between them."""
     y = np.asarray(curve_on_frames, dtype=np.float64)
     n = y.size
-    r_frame = int(np.ceil(rwave - 1e-9)) % n             # first frame at or after the R wave
+    r_frame = first_frame_after(rwave, n)
     ahead = (r_frame - ed_fit) % n                          # frames from the fitted ED forward
     reach = max(1, int(round(WINDOW * n)))
     if 0 < ahead <= reach and y[r_frame] >= y[ed_fit] - TIE * float(np.ptp(y)):

@@ -152,7 +152,6 @@ def detect_study(study: Study, options: Options, fingerprint: str) -> dict:
 
     Problems with the input (corrupt file, bad sequence) are part of the result, one line each;
     the console line keeps the path, the written cause has paths scrubbed."""
-    from data_prep.physical import crop_record
     from tempregnet.detection import (decode_input_stacks, detection_record, find_inputs,
                                       loaded_sequences)
     from tempregnet.inference import predict_sequence
@@ -185,8 +184,6 @@ def detect_study(study: Study, options: Options, fingerprint: str) -> dict:
             problems.append(str(InputError(getattr(item, "path", study.path),
                                            f"sequence {item.seq_id}: {err}")))
             continue
-        if crop is not None:
-            result["crop"] = crop_record(seq.seq_id, crop[0], crop[2], crop[1])
         for stage, seconds in result["stage_s"].items():
             times[stage] += seconds
         done.append((seq, result))
@@ -261,9 +258,7 @@ def check_out(out: Path, settings: dict) -> None:
     except ValueError:
         return                                # rebuilt from the study files
     keys_ = ("format", "sha1", "roi", "input_mm_per_px", "test_augmentation", "source",
-             "decoder", "decoding",
-             "studies_digest",
-             "secret_fingerprint")
+             "decoder", "decoding", "studies_digest", "secret_fingerprint")
     differ = [k for k in keys_ if before.get(k) != settings.get(k)]
     if differ:
         raise CohortError(f"{out}: holds a cohort run with other {', '.join(differ)}; rerun "

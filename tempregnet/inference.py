@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.errors import InputError
+from data_prep.physical import crop_record
 from data_prep.preprocess import sequence_to_steps
 from data_prep.rwave import RWAVE_KEY
 from data_prep.scale import physical_steps
@@ -105,17 +106,16 @@ def augmentation_views(loaded: LoadedNet) -> list[tuple[bool, bool, int]]:
 def forward_steps(loaded: LoadedNet, frames: np.ndarray, augment: bool = False) -> np.ndarray:
     """N x T x S x S uint8 stored frames -> N x T predicted curve (one forward pass). augment:
     the mean curve over augmentation_views (each view's curve rolled back), not the paper's."""
+    frames = np.asarray(frames)
     if augment:
-        frames = np.asarray(frames)
         views = augmentation_views(loaded)
         total = 0.0
         for lr, ud, k in views:
             view = frames[..., ::-1] if lr else frames
             view = view[..., ::-1, :] if ud else view
-            view = np.roll(view, -k, axis=1) if k else view
+            view = np.roll(view, -k, axis=1)
             total = total + np.roll(forward_steps(loaded, np.ascontiguousarray(view)), k, axis=1)
         return total / len(views)
-    frames = np.asarray(frames)
     t = loaded.contract.steps
     if frames.ndim != 4 or frames.shape[1] != t:
         raise ValueError(f"expected N x {t} x S x S frames, got shape {frames.shape}")
@@ -184,8 +184,9 @@ def predict_sequence(loaded: LoadedNet, seq, method: str = "fit", crop=None,
                      augment: bool = False) -> dict:
     """ED/ES (0-based original frames) of one CineSequence, with its step curve and time.
 
-    A physical contract (mm_per_px) needs `crop`, the sequence's (spacing, HeartCrop) from
-    data_prep.physical.stack_crops; the R wave's position (fit_rwave) comes from seq.meta.
+    A physical contract (mm_per_px) needs `crop`, the sequence's (spacing, HeartCrop, spacing
+    source) from tempregnet.detection.loaded_sequences; the result then holds its crop record.
+    The R wave's position (fit_rwave, fit_trigger) comes from seq.meta.
     """
     tic = time.perf_counter()
     if loaded.contract.physical:
@@ -201,9 +202,12 @@ def predict_sequence(loaded: LoadedNet, seq, method: str = "fit", crop=None,
     ed, es = decode_steps(curve, seq.n_frames, loaded.contract.label, method,
                           rwave=float((seq.meta or {}).get(RWAVE_KEY) or 0.0))
     t_end = time.perf_counter()
-    return {"ed": int(ed), "es": int(es), "time_s": t_end - tic, "curve": curve, "steps": steps,
-            "stage_s": {"preprocess": t_pre - tic, "forward": t_fwd - t_pre,
-                        "decode": t_end - t_fwd}}
+    result = {"ed": int(ed), "es": int(es), "time_s": t_end - tic, "curve": curve, "steps": steps,
+              "stage_s": {"preprocess": t_pre - tic, "forward": t_fwd - t_pre,
+                          "decode": t_end - t_fwd}}
+    if loaded.contract.physical:
+        result["crop"] = crop_record(seq.seq_id, crop[0], crop[2], crop[1])
+    return result
 
 
 def stack_key(rec: dict):

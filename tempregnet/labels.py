@@ -154,7 +154,8 @@ def decode_steps(step_values, n_frames: int, convention: str = "cycle",
         raise ValueError(f"unknown decoder {method!r}; expected one of {DECODERS}")
     eds, ess, templates = _templates(n_frames, y.size, convention)
     if method == "fit_trigger":
-        keep = eds == int(np.ceil(rwave - 1e-9)) % n_frames
+        from data_prep.rwave import first_frame_after
+        keep = eds == first_frame_after(rwave, n_frames)
         eds, ess, templates = eds[keep], ess[keep], templates[keep]
     t = templates - templates.mean(axis=1, keepdims=True)
     v = y - y.mean()

@@ -25,7 +25,6 @@ import numpy as np
 
 from data_prep.errors import InputError
 from data_prep.keys import ensure_outside
-from data_prep.physical import crop_record
 from tempregnet.detection import (OUTPUT_CSV, OUTPUT_JSON, PLOT_DIR, CSV_COLUMNS,
                                   decode_input_stacks, detection_record, find_inputs,
                                   loaded_sequences, plot_detection)
@@ -96,8 +95,6 @@ def main(argv=None) -> int:
             except ValueError as err:       # e.g. the net produced NaN: name the sequence
                 problem(InputError(getattr(item, "path", path), f"sequence {item.seq_id}: {err}"))
                 continue
-            if crop is not None:
-                result["crop"] = crop_record(seq.seq_id, crop[0], crop[2], crop[1])
             if args.stack:
                 held.append((seq, result))
             else:                           # reported at once: no input's frames are kept

@@ -23,7 +23,7 @@ from tempregnet.contract import read_list_contract
 from tempregnet.inference import (check_rows, decode_stacks, load_model, load_net, predict_rows,
                                   quiet_caffe)
 from tempregnet.labels import CONVENTIONS, DECODERS
-from tempregnet.model_spec import TTA_HELP, TTA_TEXT
+from tempregnet.model_spec import TTA_HELP, TTA_TEXT, decoder_of
 from tempregnet.outputs import (OutputExists, refuse_overwrite, write_csv_atomic, write_json_atomic,
                                 write_text_atomic)
 
@@ -139,7 +139,7 @@ def records_from_nets(args) -> tuple[list[dict], dict]:
         else:       # a bare model: trained on data like this, labelled as --label says
             loaded = load_net(args.deploy, args.model, data_contract.replace(label=args.label),
                               gpu=gpu)
-        decoder = args.decoder or loaded.description.get("decoder", "fit")
+        decoder = decoder_of(loaded, args.decoder)
         decoders.add(decoder)
         rows = load_rows(list_file)
         unlabelled = int((rows["ed"] < 0).sum())
