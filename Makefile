@@ -18,7 +18,7 @@ FOLD    ?= 0
 VARIANT ?= tempreg
 
 .PHONY: help venv caffe gpu-bundle prototxt test test-fast demo bench clean train fetch-weights synthetic \
-        acdc cross-dataset shipped-model acdc-pixels cross-dataset-pixels
+        acdc cross-dataset shipped-model acdc-pixels cross-dataset-pixels paper-zf
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -118,6 +118,19 @@ cross-dataset: caffe data/prepared/cross_sunnybrook_mm/sequences.h5 data/prepare
 	  --list all.txt --stack --out results/cross-dataset-$(STAMP)/stack
 	$(PY) -m tools.detect $(SUNNYBROOK)/dicoms --run $(FINAL) \
 	  --out results/detect-sunnybrook-$(STAMP) --plot
+
+# `make paper-zf` (recipe paper_zf_cpu): the paper's ZF + LSTM, from scratch, Table 1 on ACDC.
+# Its 12 runs take hours on 2 cores, so the target is resumable: the run folders live outside the
+# clone (RUNS_HOME, kept between sessions on the same machine), finished runs are reused and a
+# killed run resumes from its last snapshot (every 100 iterations). Kill it and run it again.
+RUNS_HOME  ?= $(HOME)/tempregnet-runs
+
+data/prepared/paper_zf_cpu/sequences.h5:
+	$(PY) -m data_prep.prepare --recipe paper_zf_cpu $(ACDC) data/prepared/paper_zf_cpu
+
+paper-zf: caffe data/prepared/paper_zf_cpu/sequences.h5  ## recipe paper_zf_cpu: the paper's ZF net from scratch on ACDC, Table 1 (resumable; hours): make paper-zf ACDC=<folder>
+	$(PY) -m tools.table1 --recipe paper_zf_cpu --data data/prepared/paper_zf_cpu \
+	  --runs $(RUNS_HOME)/paper_zf_cpu --out results/paper_zf_cpu-$(STAMP)
 
 data/prepared/acdc/sequences.h5:
 	$(PY) -m data_prep.prepare --recipe acdc $(ACDC) data/prepared/acdc

@@ -65,12 +65,17 @@ def final_model_path(run_dir) -> Path:
     return model if model.is_absolute() else run_dir / model
 
 
+def snapshot_iteration(path) -> int:
+    """N of a Caffe snapshot file named <prefix>_iter_N.caffemodel / .solverstate."""
+    return int(re.search(r"_iter_(\d+)\.(caffemodel|solverstate)$", Path(path).name).group(1))
+
+
 def newest_solverstate(run_dir) -> Path | None:
     """The .solverstate with the highest iteration number in run_dir/snapshots, if any."""
     states = list((Path(run_dir) / SNAPSHOTS).glob("*_iter_*.solverstate"))
     if not states:
         return None
-    return max(states, key=lambda p: int(re.search(r"_iter_(\d+)\.solverstate$", p.name).group(1)))
+    return max(states, key=snapshot_iteration)
 
 
 def _one(folder: Path, preferred: str, pattern: str, what: str) -> Path:

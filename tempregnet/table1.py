@@ -15,14 +15,14 @@ from pathlib import Path
 
 from data_prep.errors import InputError
 from data_prep.hdf5 import load_provenance, load_rows
-from tempregnet import baselines, evaluation as afd
+from tempregnet import baselines, evaluation as afd, runs
 from tempregnet.contract import read_contract
 from tempregnet.inference import decode_stacks, load_model, predict_rows
 from tempregnet.labels import step_positions
 from tempregnet.outputs import (refuse_overwrite, save_figure_atomic, write_csv_atomic,
                                 write_json_atomic, write_text_atomic)
 from tempregnet.recipes import Recipe
-from tempregnet.training import check_data, finished_run, train
+from tempregnet.training import check_data, finished_run, resumable_run, train
 
 NET_VARIANTS = ("cnn_reg", "tempreg_notsc", "tempreg")
 SEGMENTATION = baselines.SEGMENTATION_METHODS
@@ -100,7 +100,12 @@ def train_missing(job: Table1Job, variants, folds) -> None:
             if not job.retrain and finished_run(run_dir, job.recipe, v, f, job.iters, bool(job.weights)):
                 print(f"[table1] reusing {run_dir}", flush=True)
             else:
-                todo.append((v, f))
+                resume = not job.retrain and resumable_run(run_dir, job.recipe, v, f, job.iters,
+                                                           bool(job.weights))
+                if resume:
+                    print(f"[table1] resuming {run_dir} from {runs.newest_solverstate(run_dir).name}",
+                          flush=True)
+                todo.append((v, f, resume))
     if not todo:
         return
     parallel = job.jobs > 1 and len(todo) > 1
@@ -108,11 +113,12 @@ def train_missing(job: Table1Job, variants, folds) -> None:
           f"each, {job.jobs if parallel else 1} at a time)", flush=True)
 
     def one(item):
-        variant, fold = item
+        variant, fold, resume = item
         train(job.recipe, job.data, fold, variant=variant, iters=job.iters, weights=job.weights,
-              out=run_dir_for(job.runs, job.recipe.name, variant, fold), force=True, seed=job.seed,
-              quiet=parallel, blas_threads=1 if parallel else None)
-        return item
+              out=run_dir_for(job.runs, job.recipe.name, variant, fold), resume=resume,
+              force=not resume, seed=job.seed, quiet=parallel,
+              blas_threads=1 if parallel else None)
+        return variant, fold
 
     with ThreadPoolExecutor(max_workers=job.jobs if parallel else 1) as pool:
         for done, (variant, fold) in enumerate(pool.map(one, todo), 1):

@@ -19,6 +19,7 @@ from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
 from data_prep.errors import InputError
+from data_prep.hdf5 import read_list
 from models.config import get_variant
 from models.tempregnet import net_proto, solver_proto
 from tempregnet import runs
@@ -30,6 +31,10 @@ from tempregnet.training_log import parse_log, plot_curves
 CAFFE_BIN = Path(sys.prefix) / "bin" / "caffe"   # the venv wrapper (Python layers see the project)
 # Console echo of the Caffe log: progress, test results and anything that looks like an error.
 ECHO = re.compile(r"Iteration \d+|net output|Optimization Done|Snapshotting to|^[EF]\d{4}|Error|Traceback|Check failed")
+SNAPSHOT_LINE = re.compile(r"Snapshotting solver state to binary proto file (\S+)")
+# Snapshots kept while a run trains: the newest complete pair and the one being written (a ZF
+# caffemodel + Adam solverstate pair is ~0.7 GB); a finished run keeps only its final pair.
+KEEP_SNAPSHOTS = 2
 
 
 def gpu_available() -> bool:
@@ -49,6 +54,22 @@ def fold_lists(data: Path, fold: str) -> tuple[Path, Path]:
     for path in lists:
         if not path.is_file():
             raise InputError(path, f"split list for fold {fold} not found")
+    return lists
+
+
+def validation_lists(data: Path, fold: str, folder: Path) -> tuple[Path, Path]:
+    """(fit list, validation list) inside fold's training folds, written into folder with
+    absolute h5 paths: the validation patients are those of the next fold, (fold + 1) mod k,
+    which fold trains on and never tests on; the fit list is fold's training list without them.
+    Settings are chosen on these, never on fold's test list (tools.learning_curve --validation)."""
+    train_list, _ = fold_lists(Path(data), fold)
+    k = sum(1 for _ in Path(data).glob("fold*_test.txt"))
+    _, val_source = fold_lists(Path(data), str((int(fold) + 1) % k))
+    val = read_list(val_source)
+    fit = [entry for entry in read_list(train_list) if entry not in set(val)]
+    lists = folder / f"fold{fold}_fit.txt", folder / f"fold{fold}_validation.txt"
+    for path, entries in zip(lists, (fit, val)):
+        write_text_atomic(path, "".join(f"{h5.resolve()} {row}\n" for h5, row in entries))
     return lists
 
 
@@ -142,7 +163,19 @@ def run_caffe(args: list[str], log_path: Path, cwd: Path, echo: bool = True,
             log.write(line)
             if echo and ECHO.search(line):
                 print(line.rstrip(), flush=True)
+            snapshot = SNAPSHOT_LINE.search(line)
+            if snapshot:
+                prune_snapshots(Path(cwd, snapshot.group(1)).parent)
         return proc.wait()
+
+
+def prune_snapshots(folder: Path, keep: int = KEEP_SNAPSHOTS) -> None:
+    """Delete all but the newest `keep` iterations' caffemodel / solverstate pairs in folder."""
+    iters = sorted({runs.snapshot_iteration(p) for p in folder.glob("*_iter_*.solverstate")})
+    for old in iters[:-keep]:
+        for p in folder.glob(f"*_iter_{old}.*"):
+            if p.suffix in (".caffemodel", ".solverstate"):
+                p.unlink()
 
 
 def finished_run(run_dir: Path, recipe: Recipe, variant: str, fold, iters: int,
@@ -151,14 +184,29 @@ def finished_run(run_dir: Path, recipe: Recipe, variant: str, fold, iters: int,
     finished run; an error if it finished with others (never silently replaced)."""
     if not (run_dir / runs.FINAL_MODEL).is_file() or not (run_dir / runs.SETTINGS).is_file():
         return False
-    s = runs.read_settings(run_dir)
-    wanted = {"recipe": recipe.to_dict(), "variant": variant, "iters": iters, "fold": str(fold),
-              "imagenet_init": imagenet}
-    differs = sorted(k for k, v in wanted.items() if s.get(k) != v)
+    differs = settings_differ(run_dir, recipe, variant, fold, iters, imagenet)
     if differs:
         raise InputError(run_dir, f"finished run with other {', '.join(differs)}; pass --retrain "
                                   "to replace it or another run folder")
     return True
+
+
+def resumable_run(run_dir: Path, recipe: Recipe, variant: str, fold, iters: int,
+                  imagenet: bool) -> bool:
+    """True if run_dir holds an unfinished run (killed) of exactly these settings with a
+    snapshot to resume from."""
+    return ((run_dir / runs.SETTINGS).is_file() and not (run_dir / runs.FINAL_MODEL).is_file()
+            and runs.newest_solverstate(run_dir) is not None
+            and not settings_differ(run_dir, recipe, variant, fold, iters, imagenet))
+
+
+def settings_differ(run_dir: Path, recipe: Recipe, variant: str, fold, iters: int,
+                    imagenet: bool) -> list[str]:
+    """The settings in which run_dir's run differs from these (empty: the same run)."""
+    s = runs.read_settings(run_dir)
+    wanted = {"recipe": recipe.to_dict(), "variant": variant, "iters": iters, "fold": str(fold),
+              "imagenet_init": imagenet}
+    return sorted(k for k, v in wanted.items() if s.get(k) != v)
 
 
 def train(recipe, data, fold, variant="tempreg", iters=None, weights=None, out=None,
@@ -222,6 +270,7 @@ def train(recipe, data, fold, variant="tempreg", iters=None, weights=None, out=N
     if not final.is_file():
         raise RuntimeError(f"caffe train finished but {final} is missing; see {log_path}")
     runs.write_final_model(run_dir, final)
+    prune_snapshots(final.parent, keep=1)
     curves = parse_log(log_path)
     if curves["train"]:
         plot_curves(curves, run_dir / "training_curves.png", f"{stem} fold {s['fold']}"

@@ -133,3 +133,32 @@ def test_committed_solver_runs_unchanged_under_plain_caffe_train(repo_like_root)
     assert "Use CPU." in log
     assert [i for i, _ in losses][:3] == [0, 10, 20], log[-3000:]
     assert all(np.isfinite(v) and v > 0 for _, v in losses)
+
+
+@pytest.fixture(scope="module")
+def paper_zf_cpu_root(tmp_path_factory):
+    """A repository-like root with recipe paper_zf_cpu's data: a small synthetic cohort in ACDC's
+    layout (NIfTI) prepared by `prepare --recipe paper_zf_cpu`, where its committed nets read it."""
+    from data_prep import prepare, synthetic
+    root = tmp_path_factory.mktemp("root_zf")
+    (root / "prototxt").symlink_to(Path(__file__).resolve().parent.parent / "prototxt")
+    cohort = root / "cohort"
+    assert synthetic.main([str(cohort), "--patients", "4", "--seed", "0", "--format", "nifti"]) == 0
+    assert prepare.main(["--recipe", "paper_zf_cpu", str(cohort),
+                         str(root / "data" / "prepared" / "paper_zf_cpu"), "--workers", "1"]) == 0
+    return root
+
+
+@pytest.mark.slow
+@cpu_build_only
+def test_paper_zf_cpu_solver_runs_under_plain_caffe_train(paper_zf_cpu_root):
+    """The paper's ZF net as recipe paper_zf_cpu trains it (Adam, from scratch), from the committed
+    solver, unchanged, with the real binary: 20 iterations of the 192 px ZF + LSTM."""
+    solver = "prototxt/paper_zf_cpu/tempreg_solver.prototxt"
+    text = (paper_zf_cpu_root / solver).read_text()
+    assert 'type: "Adam"' in text and "solver_mode: GPU" in text
+    log, losses, _ = caffe_train_until(paper_zf_cpu_root, solver, iteration=20, timeout=600)
+    assert log.count(FALLBACK_WARNING) == 1, log[-3000:]
+    assert "fc6" in log and "lstm1" in log
+    assert [i for i, _ in losses][:2] == [0, 20], log[-3000:]
+    assert all(np.isfinite(v) and v > 0 for _, v in losses)

@@ -173,3 +173,34 @@ def test_package_model_reports_the_cross_validation(setup, tmp_path):
     res = run_module("tools.package_model", "--run", run, "--eval", ev / "afd.json",
                      "--cv", ev / "afd.json", "--out", tmp_path / "other")
     assert res.returncode == 2 and "table1.json" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_paper_table_shows_the_papers_rows_beside_ours(setup):
+    """tools.paper_table on the table1.json tools.table1 wrote: the paper's five methods in its
+    order, the paper's numbers, and ours recomputed from the per-sequence CSV (pooled aFD, STD,
+    and the SD of the four folds' aFD)."""
+    _, out, _ = setup
+    res = run_module("tools.paper_table", f"ours={out / 'table1.json'}", f"again={out / 'table1.json'}")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0] == "| method | paper (Kong et al.) | ours | again |"
+    rows = lines[2:]
+    assert [r.split(" | ")[0] for r in rows] == [
+        "| Seg-based: Level set (auto-init)", "| Seg-based: Graph cut (auto-init)",
+        "| Reg-based: CNN + Reg", "| TempReg-Net (without TSC)", "| TempReg-Net"]
+    assert "**0.38 / 0.44**<br>STD 0.39 / 0.46" in rows[-1]
+    with open(out / "table1_per_sequence.csv", newline="") as f:
+        mine = [r for r in csv.DictReader(f) if r["method"] == "tempreg"]
+    diff = {p: np.array([abs(int(r[f"{p}_pred_0based"]) - int(r[f"{p}_true_0based"])) for r in mine])
+            for p in ("ed", "es")}
+    folds = sorted({r["fold"] for r in mine})
+    fold_sd = {p: np.std([np.mean([abs(int(r[f"{p}_pred_0based"]) - int(r[f"{p}_true_0based"]))
+                                   for r in mine if r["fold"] == f]) for f in folds])
+               for p in ("ed", "es")}
+    expected = (f"**{diff['ed'].mean():.2f} / {diff['es'].mean():.2f}**<br>STD "
+                f"{diff['ed'].std():.2f} / {diff['es'].std():.2f}<br>folds ±"
+                f"{fold_sd['ed']:.2f} / {fold_sd['es']:.2f}")
+    assert rows[-1].split(" | ")[2] == expected
+    missing = run_module("tools.paper_table", f"x={out / 'nope.json'}")
+    assert missing.returncode == 1 and "no such table1.json" in missing.stderr
+    assert "Traceback" not in missing.stderr

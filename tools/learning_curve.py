@@ -4,7 +4,9 @@
         --variant tempreg --iters 2000 --every 250 [--set base_lr=1e-3 ...]
 
 Trains with pycaffe (no run directory, no snapshots) and every --every iterations decodes the
-fold's test sequences with the deploy net sharing the training weights; prints one line each:
+fold's test sequences (with --validation: trains on the fold's training folds less the next
+fold's patients and decodes those, so a setting is chosen without the test fold) with the recipe's
+decoder and the deploy net sharing the training weights; prints one line each:
 mean training L2, test MSE against the labels, aFD ED / ES (Eq. 5) and the cyclic aFD. --set
 tries overrides on top of the recipe (an experiment that is reported becomes a recipe file).
 Nothing is written unless --out names a folder (then the nets, the solver, the final weights and,
@@ -28,13 +30,16 @@ from tempregnet.contract import read_contract
 from tempregnet.inference import LoadedNet, predict_rows, quiet_caffe
 from tempregnet.outputs import write_json_atomic
 from tempregnet.recipes import load_recipe, parse_overrides
-from tempregnet.training import check_data, fold_lists
+from tempregnet.training import check_data, count_lines, fold_lists, validation_lists
 
 
-def held_out_scores(loaded, rows) -> tuple[dict, list[dict]]:
-    """Test MSE and aFD / cyclic aFD of ED and ES for the prepared rows (one forward pass), and
-    the per-sequence records they come from."""
-    records = predict_rows(loaded, rows, batch=len(rows["n_frames"]))
+EVAL_BATCH = 8      # sequences per forward pass when scoring (bounds the ZF net's memory)
+
+
+def held_out_scores(loaded, rows, decoder: str) -> tuple[dict, list[dict]]:
+    """Test MSE and aFD / cyclic aFD of ED and ES for the prepared rows, and the per-sequence
+    records they come from."""
+    records = predict_rows(loaded, rows, batch=EVAL_BATCH, method=decoder)
     pooled = afd.summarise(records)[afd.POOLED]
     out = {"test_mse": float(np.mean([(np.asarray(r["curve"]) - r["label"]) ** 2 for r in records]))}
     for phase in afd.PHASES:
@@ -57,22 +62,25 @@ def run(args) -> list[dict]:
         variant = dataclasses.replace(variant, beta=args.beta)
     if args.fold == "all":
         raise ValueError("--fold all has no held-out sequences; give a fold number")
-    train_list, test_list = fold_lists(args.data, args.fold)
     check_data(recipe, args.data)
     contract = read_contract(args.data)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        return train_and_score(args, cfg, variant, contract, train_list, test_list, args.out)
+        return train_and_score(args, recipe, cfg, variant, contract, args.out)
     with tempfile.TemporaryDirectory(prefix="learning_curve-") as scratch:
-        return train_and_score(args, cfg, variant, contract, train_list, test_list, Path(scratch))
+        return train_and_score(args, recipe, cfg, variant, contract, Path(scratch))
 
 
-def train_and_score(args, cfg, variant, contract, train_list, test_list, folder: Path) -> list[dict]:
+def train_and_score(args, recipe, cfg, variant, contract, folder: Path) -> list[dict]:
     """Write the nets and solver into folder, train, and print a held-out line every --every iterations."""
     import caffe
     from google.protobuf import text_format
     from models.tempregnet import net_proto, solver_proto
 
+    if args.validation:
+        train_list, test_list = validation_lists(args.data, args.fold, folder)
+    else:
+        train_list, test_list = fold_lists(args.data, args.fold)
     paths = {phase: folder / f"{phase}.prototxt" for phase in ("train", "deploy")}
     paths["train"].write_text(text_format.MessageToString(
         net_proto(cfg, variant, "train", str(train_list.resolve()), seed=args.seed,
@@ -93,9 +101,10 @@ def train_and_score(args, cfg, variant, contract, train_list, test_list, folder:
     deploy = caffe.Net(str(paths["deploy"]), caffe.TEST)
     loaded = LoadedNet(deploy, cfg.crop, contract, {})
     rows = load_rows(test_list)
+    held_out = "validation" if args.validation else "test"
     print(f"{args.recipe} ({cfg.name}) {variant.name} (beta {variant.beta:g}) fold {args.fold}, "
-          f"overrides {args.set or 'none'}: "
-          f"{len(rows['n_frames'])} test sequences", flush=True)
+          f"overrides {args.set or 'none'}: {count_lines(train_list)} training and "
+          f"{len(rows['n_frames'])} {held_out} sequences, decoder {recipe.decoder}", flush=True)
     lines, started = [], time.time()
     for done in range(args.every, args.iters + 1, args.every):
         losses = []
@@ -103,16 +112,17 @@ def train_and_score(args, cfg, variant, contract, train_list, test_list, folder:
             sgd.step(1)
             losses.append(float(sgd.net.blobs["l2_loss"].data))
         deploy.share_with(sgd.net)
-        scores, records = held_out_scores(loaded, rows)
+        scores, records = held_out_scores(loaded, rows, recipe.decoder)
         line = {"iteration": done, "seconds": round(time.time() - started, 1),
                 "train_l2": float(np.mean(losses)), **scores}
         lines.append(line)
-        print(f"it {done:6d} {line['seconds']:7.0f}s train L2 {line['train_l2']:.4f} test MSE "
+        print(f"it {done:6d} {line['seconds']:7.0f}s train L2 {line['train_l2']:.4f} {held_out} MSE "
               f"{line['test_mse']:.4f} aFD ED {line['afd_ed']:.2f} ES {line['afd_es']:.2f} "
               f"(cyclic {line['cyclic_ed']:.2f} / {line['cyclic_es']:.2f})", flush=True)
     if args.out:
         write_json_atomic(folder / "learning_curve.json",
                           {"recipe": args.recipe, "variant": args.variant, "fold": args.fold,
+                           "held_out": held_out, "decoder": recipe.decoder,
                            "beta": variant.beta, "overrides": args.set, "seed": args.seed,
                            "lines": lines, "final_records": records})
         sgd.net.save(str(folder / "final.caffemodel"))
@@ -124,6 +134,9 @@ def main(argv=None) -> int:
     p.add_argument("--recipe", required=True, help="recipe to start from (recipes/<name>.toml)")
     p.add_argument("--data", type=Path, required=True, help="the recipe's prepared data folder")
     p.add_argument("--fold", default="0")
+    p.add_argument("--validation", action="store_true",
+                   help="score on a validation split inside the fold's training folds (the next "
+                        "fold's patients), not on its test fold")
     p.add_argument("--variant", default="tempreg")
     p.add_argument("--iters", type=int, default=2000)
     p.add_argument("--every", type=int, default=250, help="iterations between evaluations")
