@@ -99,3 +99,44 @@ def test_a_killed_table_resumes_its_run_from_the_last_snapshot(tmp_path):
 
     third = run_module("tools.table1", *args, "--out", tmp_path / "third")
     assert third.returncode == 0 and f"reusing {run_dir}" in third.stdout
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory):
+    """The demo recipe's data for a small synthetic cohort, written by the real generator and prepare."""
+    from data_prep import prepare, synthetic
+    root = tmp_path_factory.mktemp("demo_data")
+    assert synthetic.main([str(root / "cohort"), "--patients", "8", "--seed", "0", "--format", "dicom"]) == 0
+    assert prepare.main(["--recipe", "demo", str(root / "cohort"), str(root / "prep"), "--workers", "1"]) == 0
+    return root / "prep"
+
+
+@pytest.mark.slow
+def test_a_killed_learning_curve_resumes_from_its_last_line(demo_data, tmp_path):
+    import json
+    pytest.importorskip("caffe")
+    out = tmp_path / "curve"
+    common = ["--recipe", "demo", "--data", demo_data, "--fold", "1", "--validation",
+              "--every", "10", "--out", out]
+    first = run_module("tools.learning_curve", *common, "--iters", "20")
+    assert first.returncode == 0, first.stderr
+    assert "validation sequences" in first.stdout
+    saved = json.loads((out / "learning_curve.json").read_text())
+    assert [line["iteration"] for line in saved["lines"]] == [10, 20]
+    assert saved["held_out"] == "validation" and saved["decoder"] == "fit"
+    # the validation sequences are fold 2's test patients, never fold 1's
+    validation = {row for _, row in read_list(out / "fold1_validation.txt")}
+    assert validation == {row for _, row in read_list(demo_data / "fold2_test.txt")}
+    assert len(saved["final_records"]) == len(validation)
+
+    again = run_module("tools.learning_curve", *common, "--iters", "40", "--resume")
+    assert again.returncode == 0, again.stderr
+    assert "resumed at iteration 20" in again.stdout
+    resumed = json.loads((out / "learning_curve.json").read_text())
+    assert [line["iteration"] for line in resumed["lines"]] == [10, 20, 30, 40]
+    assert resumed["lines"][:2] == saved["lines"]
+    assert {runs.snapshot_iteration(p) for p in out.glob("snapshot_iter_*")} == {30, 40}
+
+    other = run_module("tools.learning_curve", *common[:-2], "--every", "20", "--out", out,
+                       "--iters", "60", "--resume")
+    assert other.returncode == 1 and "a curve with other every" in other.stderr

@@ -3,19 +3,22 @@
     python -m tools.learning_curve --recipe demo --data data/prepared/demo --fold 0 \\
         --variant tempreg --iters 2000 --every 250 [--set base_lr=1e-3 ...]
 
-Trains with pycaffe (no run directory, no snapshots) and every --every iterations decodes the
+Trains with pycaffe (no run directory) and every --every iterations decodes the
 fold's test sequences (with --validation: trains on the fold's training folds less the next
 fold's patients and decodes those, so a setting is chosen without the test fold) with the recipe's
 decoder and the deploy net sharing the training weights; prints one line each:
 mean training L2, test MSE against the labels, aFD ED / ES (Eq. 5) and the cyclic aFD. --set
 tries overrides on top of the recipe (an experiment that is reported becomes a recipe file).
 Nothing is written unless --out names a folder (then the nets, the solver, the final weights and,
-as JSON, the lines and the last evaluation's per-sequence records go there).
+as JSON, the lines and the last evaluation's per-sequence records go there, the JSON and a
+snapshot after every line, so `--resume` continues a killed curve from its last line: the solver
+exactly, the data layer's random order afresh from the seed).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import tempfile
 import time
@@ -30,9 +33,11 @@ from tempregnet.contract import read_contract
 from tempregnet.inference import LoadedNet, predict_rows, quiet_caffe
 from tempregnet.outputs import write_json_atomic
 from tempregnet.recipes import load_recipe, parse_overrides
-from tempregnet.training import check_data, count_lines, fold_lists, validation_lists
+from tempregnet.training import (check_data, count_lines, fold_lists, prune_snapshots,
+                                 validation_lists)
 
 
+CURVE_FILE = "learning_curve.json"
 EVAL_BATCH = 8      # sequences per forward pass when scoring (bounds the ZF net's memory)
 
 
@@ -94,19 +99,25 @@ def train_and_score(args, recipe, cfg, variant, contract, folder: Path) -> list[
     caffe.set_mode_cpu()
     caffe.set_random_seed(args.seed)
     sgd = caffe.get_solver(str(folder / "solver.prototxt"))
-    if args.weights:
+    held_out = "validation" if args.validation else "test"
+    record = {"recipe": args.recipe, "variant": args.variant, "fold": args.fold,
+              "held_out": held_out, "decoder": recipe.decoder, "beta": variant.beta,
+              "overrides": args.set, "seed": args.seed, "every": args.every}
+    lines = resume_state(args, folder, record, sgd) if args.resume else []
+    if args.weights and not lines:
         if not args.weights.is_file():
             raise InputError(args.weights, "weights file not found")
         sgd.net.copy_from(str(args.weights))        # layers are matched by name
     deploy = caffe.Net(str(paths["deploy"]), caffe.TEST)
     loaded = LoadedNet(deploy, cfg.crop, contract, {})
     rows = load_rows(test_list)
-    held_out = "validation" if args.validation else "test"
     print(f"{args.recipe} ({cfg.name}) {variant.name} (beta {variant.beta:g}) fold {args.fold}, "
           f"overrides {args.set or 'none'}: {count_lines(train_list)} training and "
-          f"{len(rows['n_frames'])} {held_out} sequences, decoder {recipe.decoder}", flush=True)
-    lines, started = [], time.time()
-    for done in range(args.every, args.iters + 1, args.every):
+          f"{len(rows['n_frames'])} {held_out} sequences, decoder {recipe.decoder}"
+          + (f"; resumed at iteration {sgd.iter}" if lines else ""), flush=True)
+    started = time.time() - (lines[-1]["seconds"] if lines else 0.0)
+    records = []
+    for done in range(sgd.iter + args.every, args.iters + 1, args.every):
         losses = []
         for _ in range(args.every):
             sgd.step(1)
@@ -119,14 +130,31 @@ def train_and_score(args, recipe, cfg, variant, contract, folder: Path) -> list[
         print(f"it {done:6d} {line['seconds']:7.0f}s train L2 {line['train_l2']:.4f} {held_out} MSE "
               f"{line['test_mse']:.4f} aFD ED {line['afd_ed']:.2f} ES {line['afd_es']:.2f} "
               f"(cyclic {line['cyclic_ed']:.2f} / {line['cyclic_es']:.2f})", flush=True)
+        if args.out:        # after every line: a killed curve resumes here (--resume)
+            sgd.snapshot()
+            prune_snapshots(folder)
+            write_json_atomic(folder / CURVE_FILE, {**record, "lines": lines, "final_records": records})
     if args.out:
-        write_json_atomic(folder / "learning_curve.json",
-                          {"recipe": args.recipe, "variant": args.variant, "fold": args.fold,
-                           "held_out": held_out, "decoder": recipe.decoder,
-                           "beta": variant.beta, "overrides": args.set, "seed": args.seed,
-                           "lines": lines, "final_records": records})
         sgd.net.save(str(folder / "final.caffemodel"))
     return lines
+
+
+def resume_state(args, folder: Path, record: dict, sgd) -> list[dict]:
+    """The lines of the curve in --out, with the solver restored to its last line's snapshot; an
+    error if there is none or it was made with other settings."""
+    path = folder / CURVE_FILE
+    if not path.is_file():
+        raise InputError(path, "nothing to resume (no learning curve written here yet)")
+    saved = json.loads(path.read_text())
+    differs = sorted(k for k, v in record.items() if saved.get(k) != v)
+    if differs:
+        raise InputError(path, f"a curve with other {', '.join(differs)}; use another --out")
+    last = saved["lines"][-1]["iteration"]
+    state = folder / f"snapshot_iter_{last}.solverstate"
+    if not state.is_file():
+        raise InputError(state, "the last line's solver state is missing")
+    sgd.restore(str(state))
+    return saved["lines"]
 
 
 def main(argv=None) -> int:
@@ -145,12 +173,17 @@ def main(argv=None) -> int:
     p.add_argument("--beta", type=float, help="temporal loss weight of tempreg (default in models/config.py)")
     p.add_argument("--weights", type=Path, help="caffemodel to start from (layers matched by name)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, help="keep the nets and learning_curve.json here")
+    p.add_argument("--out", type=Path, help="keep the nets, learning_curve.json (written after every "
+                                            "line) and the newest snapshots here")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the curve in --out from its last line (same settings)")
     args = p.parse_args(argv)
     quiet_caffe()
     try:
         if args.iters < 1 or args.every < 1 or args.every > args.iters:
             raise ValueError("need 1 <= --every <= --iters")
+        if args.resume and not args.out:
+            raise ValueError("--resume continues the curve in --out: give --out")
         run(args)
     except (InputError, ValueError) as err:
         print(f"learning_curve: {err}", file=sys.stderr)
