@@ -17,7 +17,7 @@ from fixtures_h5 import recipe_contract, write_prepared
 from tempregnet import runs
 from tempregnet.training import validation_lists
 
-ITERS, SNAPSHOT = 300, 10
+ITERS, SNAPSHOT = 150, 10
 RECIPE = f"""description = "resume test fixture: the demo recipe, snapshots every {SNAPSHOT} iterations"
 config = "small"
 variants = ["tempreg"]
