@@ -150,12 +150,13 @@ def decode_input_stacks(done, convention: str, decoder: str):
 def page_problems(problems, inputs) -> list[str]:
     """Problem causes for the review page: each input's path (and the paths any cause quotes)
     replaced, so no folder or file name reaches it."""
+    import re
     from data_prep.prepare import _scrub
     out = []
     for text in problems:
         for k, path in sorted(enumerate(inputs, 1), key=lambda kp: -len(str(kp[1]))):
-            for form in {str(path), os.path.abspath(path)}:
-                text = text.replace(form, f"<input {k}>")
+            for form in sorted({str(path), os.path.abspath(path)}, key=len, reverse=True):
+                text = re.sub(re.escape(form) + r"[^\s:]*", f"(input {k})", text)
         out.append(_scrub(text))
     return out
 

@@ -2,9 +2,11 @@
 
 `report.html` (tools.detect --report, tools.cohort --report) sits beside the plots it shows
 (tempregnet.detection_plot: a thumbnail per row, a link to the full-size picture), opens from
-disk without a server and loads its images lazily, so a cohort of thousands of studies stays one
-small page (one table row of a few hundred bytes per sequence, no inline images). A summary on
-top: counts, a histogram of the confidences, the problems. Only anonymous keys, frame numbers and
+disk without a server and loads its images lazily. One table row of a few hundred bytes per
+sequence, no inline images; PAGE_ROWS rows a page (report.html the least confident, then
+report-2.html, ...: a browser takes over half a minute to lay out a 35,000-row table, the seven
+slices of 5,000 studies, and under a second for 1,000 rows). A summary on every page: counts,
+a histogram of the confidences, the problems, links to the other pages. Only anonymous keys, frame numbers and
 scrubbed problem causes are written: no names, IDs, dates or paths.
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ HIST_BINS = 10
 HIST_HEIGHT_PX = 100
 LOW_CONFIDENCE = 0.5      # drawn in red on the page (display only)
 MAX_PROBLEMS = 200        # listed on the page; all of them are in detections.json
+PAGE_ROWS = 1000          # rows per page: report.html the least confident, report-2.html next
 
 
 def confidence_histogram(confidences, bins: int = HIST_BINS) -> list[dict]:
@@ -46,31 +49,55 @@ def page_rows(records: list[dict], picture) -> list[dict]:
             f"{r['ed_true_0based']} / {r['es_true_0based']}"
         rows.append({"confidence": float(r["confidence"]),
                      "study": r.get("study", f"input {r['input']}"), "seq_id": r["seq_id"],
-                     "slice": r.get("slice", ""), "n_frames": r["n_frames"],
+                     "slice": _short(r.get("slice", "")), "n_frames": r["n_frames"],
                      "ed": r["ed_0based"], "es": r["es_0based"], "truth": truth,
                      "plot": paths[0] if paths else None, "thumb": paths[1] if paths else None})
     return rows
 
 
-def render(records: list[dict], picture, title: str, counts: list[tuple[str, object]],
-           problems: list[str], about: str = "") -> str:
-    """The page as text (Jinja2, autoescaped)."""
+def _short(value):
+    """A slice position in mm to one decimal; indices and text as they are."""
+    return f"{value:.1f}" if isinstance(value, float) else value
+
+
+def page_name(number: int) -> str:
+    """report.html, report-2.html, report-3.html, ..."""
+    return REPORT_NAME if number == 1 else f"{Path(REPORT_NAME).stem}-{number}.html"
+
+
+def render_pages(records: list[dict], picture, title: str, counts: list[tuple[str, object]],
+                 problems: list[str], about: str = "", page_rows_max: int = PAGE_ROWS) -> list[str]:
+    """The pages as text (Jinja2, autoescaped): every page has the summary and links to the
+    others; page k lists rows (k - 1) * page_rows_max + 1 ... in the least-confident-first order."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
     from tempregnet.detection_plot import THUMB_HEIGHT, THUMB_WIDTH
     env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
-                      autoescape=select_autoescape(["html", "j2"]), trim_blocks=False)
+                      autoescape=select_autoescape(["html", "j2"]))
+    template = env.get_template(TEMPLATE)
     rows = page_rows(records, picture)
-    return env.get_template(TEMPLATE).render(
-        title=title, about=about, rows=rows, n_rows=len(rows), counts=counts,
-        problems=problems, max_problems=MAX_PROBLEMS, low=LOW_CONFIDENCE,
-        histogram=confidence_histogram([r["confidence"] for r in rows]),
-        with_truth=any(r["truth"] for r in rows),
+    chunks = [rows[i:i + page_rows_max] for i in range(0, len(rows), page_rows_max)] or [[]]
+    histogram = confidence_histogram([r["confidence"] for r in rows])
+    pages = [{"name": page_name(k), "first": 1 + (k - 1) * page_rows_max,
+              "last": (k - 1) * page_rows_max + len(chunk)}
+             for k, chunk in enumerate(chunks, 1)]
+    return [template.render(
+        title=title, about=about, rows=chunk, n_rows=len(rows), counts=counts,
+        problems=problems, max_problems=MAX_PROBLEMS, low=LOW_CONFIDENCE, histogram=histogram,
+        with_truth=any(r["truth"] for r in rows), pages=pages, page=pages[k],
         thumb_width=THUMB_WIDTH, thumb_height=THUMB_HEIGHT)
+        for k, chunk in enumerate(chunks)]
 
 
 def write_report(out_dir, records: list[dict], picture, title: str, counts, problems,
-                 about: str = "") -> Path:
-    """Write <out_dir>/report.html atomically; returns its path."""
-    path = Path(out_dir) / REPORT_NAME
-    write_text_atomic(path, render(records, picture, title, counts, problems, about))
-    return path
+                 about: str = "", page_rows_max: int = PAGE_ROWS) -> Path:
+    """Write <out_dir>/report.html (and report-2.html, ... past page_rows_max rows) atomically;
+    returns the first page's path. Pages of an earlier, longer report are removed."""
+    out_dir = Path(out_dir)
+    texts = render_pages(records, picture, title, counts, problems, about, page_rows_max)
+    for k, text in enumerate(texts, 1):
+        write_text_atomic(out_dir / page_name(k), text)
+    k = len(texts) + 1
+    while (out_dir / page_name(k)).is_file():
+        (out_dir / page_name(k)).unlink()
+        k += 1
+    return out_dir / REPORT_NAME

@@ -13,9 +13,7 @@ from pathlib import Path
 import pytest
 
 from cli import run_module
-from trivial_net import write_run_dir
 
-pytest.importorskip("caffe")
 synthetic = pytest.importorskip("data_prep.synthetic")
 
 PHANTOM_PX = 64
@@ -70,6 +68,8 @@ def parse(path) -> Page:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
+    pytest.importorskip("caffe")
+    from trivial_net import write_run_dir
     return write_run_dir(tmp_path_factory.mktemp("run"))
 
 
@@ -221,3 +221,23 @@ def test_page_in_headless_chromium(detected, tmp_path):
             assert errors, "a missing image is a console error / failed request"
         finally:
             browser.close()
+
+
+def test_pages_split_the_rows_in_order_and_link_each_other(tmp_path):
+    """Past PAGE_ROWS rows the listing goes on in report-2.html, ...; a shorter report later
+    removes the pages it no longer has."""
+    from tempregnet.report import write_report
+    recs = [{"input": 1, "seq_id": f"s{i:02d}", "slice": i, "n_frames": 20, "ed_0based": 0,
+             "es_0based": 8, "confidence": c}
+            for i, c in enumerate([0.9, 0.1, 0.5, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6, 0.05])]
+    write_report(tmp_path, recs, lambda r: None, "t", [], [], page_rows_max=4)
+    names = ["report.html", "report-2.html", "report-3.html"]
+    assert sorted(p.name for p in tmp_path.glob("*.html")) == sorted(names)
+    listed = []
+    for name in names:
+        page = parse(tmp_path / name)
+        listed += [(int(r["cells"][0]), float(r["cells"][1])) for r in page.rows]
+        assert set(page.links) == set(names) - {name}
+    assert listed == list(enumerate(sorted(r["confidence"] for r in recs), 1))
+    write_report(tmp_path, recs[:5], lambda r: None, "t", [], [], page_rows_max=4)
+    assert sorted(p.name for p in tmp_path.glob("*.html")) == sorted(names[:2])

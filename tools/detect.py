@@ -72,10 +72,10 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    records, problems = [], []
+    records, causes = [], []
 
     def problem(err):
-        problems.append(str(err))
+        causes.append(str(err))
         tqdm.write(f"problem: {err}", file=sys.stderr)
 
     def report(index, seq, result):
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
         if held:                            # a stack never spans two inputs
             for seq, result in decode_input_stacks(held, loaded.contract.label, decoder):
                 report(index, seq, result)
-        bar.set_postfix(sequences=len(records), problems=len(problems))
+        bar.set_postfix(sequences=len(records), problems=len(causes))
     bar.close()
 
     write_csv_atomic(out / OUTPUT_CSV, records, CSV_COLUMNS)
@@ -120,17 +120,17 @@ def main(argv=None) -> int:
         "model": loaded.description, "decoder": decoder,
         "test_augmentation": TTA_TEXT if args.tta else "none",
         "decoding": "per stack (not the paper's)" if args.stack else "per sequence",
-        "n_inputs": len(args.inputs), "n_sequences": len(records), "n_problems": len(problems),
+        "n_inputs": len(args.inputs), "n_sequences": len(records), "n_problems": len(causes),
         "sequences": records})
     if args.report:
-        write_detection_report(out, records, problems, args.inputs, loaded.description, decoder,
+        write_detection_report(out, records, causes, args.inputs, loaded.description, decoder,
                                args.stack)
     times = [r["time_s"] for r in records]
     print(f"{len(records)} sequences from {len(args.inputs)} inputs"
           + (f", {np.mean(times):.2f} s per sequence" if times else "")
-          + f"; {len(problems)} problems; wrote {out / OUTPUT_JSON} and {out / OUTPUT_CSV}"
+          + f"; {len(causes)} problems; wrote {out / OUTPUT_JSON} and {out / OUTPUT_CSV}"
           + (f" and {out / REPORT_NAME}" if args.report else ""))
-    return 1 if problems or not records else 0
+    return 1 if causes or not records else 0
 
 
 if __name__ == "__main__":
