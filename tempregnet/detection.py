@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from data_prep.errors import InputError
+from tempregnet.detection_plot import written_confidence
 
 OUTPUT_JSON, OUTPUT_CSV, PLOT_DIR = "detections.json", "detections.csv", "plots"
 THUMB_DIR = "thumbs"          # under PLOT_DIR: the review page's row pictures
@@ -84,7 +85,7 @@ def detection_record(input_index: int, seq, result: dict) -> dict:
         "es_instance": "" if inst is None else inst[es],
         "ed_true_0based": "" if seq.ed is None else int(seq.ed),
         "es_true_0based": "" if seq.es is None else int(seq.es),
-        "confidence": round(float(result["confidence"]), 4),
+        "confidence": written_confidence(result["confidence"]),
         "time_s": round(float(result["time_s"]), 4),
         "curve_steps": [round(float(v), 5) for v in result["curve"]],
         **({"stack_size": result["stack_size"]} if "stack_size" in result else {}),

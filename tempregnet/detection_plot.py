@@ -25,6 +25,12 @@ THUMB_WIDTH = 480          # px, the review page's row picture
 THUMB_HEIGHT = round(THUMB_WIDTH * FIG_INCHES[1] / FIG_INCHES[0])
 PADDING_COLOUR = "#3b5b92"
 NEIGHBOURS = (-1, 0, 1)    # frames shown around ED and ES
+CONFIDENCE_DIGITS = 3      # as written in the outputs; pictures and the page show 2 of them
+
+
+def written_confidence(value) -> float:
+    """The confidence as the outputs write it (and the plot and page show it, to 2 decimals)."""
+    return round(float(value), CONFIDENCE_DIGITS)
 
 
 def render_detection(seq, result: dict, contract) -> tuple[bytes, bytes]:
@@ -71,7 +77,8 @@ def render_detection(seq, result: dict, contract) -> tuple[bytes, bytes]:
     ax.set_xticks(range(0, n, max(1, n // 15)))
     ax.set_xlabel("frame (0-based)")
     ax.set_ylabel("volume-like output")
-    ax.set_title(f"sequence {seq.seq_id}: {n} frames, confidence {result['confidence']:.2f}",
+    ax.set_title(f"sequence {seq.seq_id}: {n} frames, confidence "
+                 f"{written_confidence(result['confidence']):.2f}",
                  fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
               frameon=False)
