@@ -140,7 +140,7 @@ def decode_input_stacks(done, convention: str, decoder: str):
     from tempregnet.inference import decode_stacks
     records = [{"group": seq.group, "n_frames": seq.n_frames, "curve": result["curve"],
                 "time_s": result["time_s"]} for seq, result in done]
-    stacked = decode_stacks(records, convention, decoder)
+    stacked = decode_stacks(records, convention, decoder, detail=True)
     return [(seq, {**result, "ed": rec["ed_pred"], "es": rec["es_pred"], "time_s": rec["time_s"],
                    "confidence": rec["confidence"], "decoded": rec["decoded"],
                    "stack_curve": rec["stack_curve"], "stack_curves": rec["stack_curves"],

@@ -217,12 +217,14 @@ def stack_key(rec: dict):
     return rec.get("group"), rec["n_frames"]
 
 
-def decode_stacks(records: list[dict], convention: str, method: str = "fit") -> list[dict]:
+def decode_stacks(records: list[dict], convention: str, method: str = "fit",
+                  detail: bool = False) -> list[dict]:
     """Stack-level decoding (not the paper's): ED/ES are phases of the whole cine stack, so the
     predicted curves of its slices, each standardised (zero mean, unit variance), are averaged
     and decoded once; every slice gets that pair and its confidence (of the mean curve:
-    labels.decode_detail), the mean curve (stack_curve) and its Decoded. Records without a group
-    stay on their own. Returns new records (the inputs are not changed); each keeps its own curve."""
+    labels.decode_detail); detail: also the labels.Decoded, the mean curve (stack_curve) and the
+    standardised curves (stack_curves), for plots. Records without a group stay on their own.
+    Returns new records (the inputs are not changed); each keeps its own curve."""
     members: dict = {}
     for i, rec in enumerate(records):
         key = stack_key(rec) if rec.get("group") is not None else ("", i)
@@ -238,8 +240,8 @@ def decode_stacks(records: list[dict], convention: str, method: str = "fit") -> 
         share = (time.perf_counter() - tic) / len(idx)
         for i in idx:
             out[i].update(ed_pred=decoded.ed, es_pred=decoded.es,
-                          confidence=decoded.confidence, decoded=decoded,
-                          stack_curve=z.mean(axis=0), stack_curves=z,
-                          time_s=records[i]["time_s"] + share,
+                          confidence=decoded.confidence, time_s=records[i]["time_s"] + share,
                           stack_size=len(idx))
+            if detail:
+                out[i].update(decoded=decoded, stack_curve=z.mean(axis=0), stack_curves=z)
     return out
