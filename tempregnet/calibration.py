@@ -4,7 +4,9 @@ On labelled per-sequence records (n_frames, ed_true, es_true, ed_pred, es_pred, 
 the detections sorted by confidence (least first, ties in record order) are cut into deciles of
 equal count; each decile's errors are given, and the share of all "errors" (a detection whose ED
 or ES is more than labels.CONFIDENCE_FRAMES frames off, as Eq. 5 counts frames) that fall in the
-least confident 10 % and 20 % of detections. Used by tools.evaluate_afd (confidence.md / .json /
+least confident 10 % and 20 % of detections, beside the most any ordering could put there
+(min(k, errors) / errors: where errors outnumber the detections counted, no confidence reaches
+all of them). Used by tools.evaluate_afd (confidence.md / .json /
 .png beside afd.md) on the out-of-fold predictions of a cross-validation.
 """
 from __future__ import annotations
@@ -32,12 +34,31 @@ def detection_errors(records: list[dict]) -> dict:
         out[f"{phase}_cyclic"] = cyclic_differences(t, p, n)
     out["error"] = np.maximum(out["ed"], out["es"]) > CONFIDENCE_FRAMES
     out["error_cyclic"] = np.maximum(out["ed_cyclic"], out["es_cyclic"]) > CONFIDENCE_FRAMES
+    out["error_ed"] = out["ed"] > CONFIDENCE_FRAMES
+    out["error_es"] = out["es"] > CONFIDENCE_FRAMES
     return out
+
+
+ERROR_KINDS = {"error": "errors > 1 frame (ED or ES, Eq. 5 frames)",
+               "error_ed": "ED errors > 1 frame",
+               "error_es": "ES errors > 1 frame",
+               "error_cyclic": "cyclic errors > 1 frame* (ED or ES; not the paper's metric)"}
 
 
 def least_confident_order(confidence) -> np.ndarray:
     """Indices from the least to the most confident (a stable sort: ties keep record order)."""
     return np.argsort(np.asarray(confidence, dtype=np.float64), kind="stable")
+
+
+def ranking_auc(confidence, is_error) -> float | None:
+    """P(an error's confidence < a correct detection's), ties counting half (the area under the
+    ROC curve of 1 - confidence as an error detector; 0.5 = no better than chance)."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    bad, good = conf[np.asarray(is_error, bool)], conf[~np.asarray(is_error, bool)]
+    if bad.size == 0 or good.size == 0:
+        return None
+    below = (bad[:, None] < good[None, :]).sum() + 0.5 * (bad[:, None] == good[None, :]).sum()
+    return float(below / (bad.size * good.size))
 
 
 def calibration(records: list[dict], n_bins: int = N_BINS) -> dict:
@@ -63,15 +84,17 @@ def calibration(records: list[dict], n_bins: int = N_BINS) -> dict:
             "error_rate": float(err["error"][idx].mean()),
             "n_errors_cyclic": int(err["error_cyclic"][idx].sum())})
     shares = {}
-    for kind in ("error", "error_cyclic"):
+    for kind in ERROR_KINDS:
         total = int(err[kind].sum())
-        shares[kind] = {"n_errors": total, "n_detections": len(records)}
+        shares[kind] = {"n_errors": total, "n_detections": len(records),
+                        "auc": ranking_auc(conf, err[kind])}
         for frac in LEAST_CONFIDENT:
             k = int(math.ceil(frac * len(records)))
             caught = int(err[kind][order[:k]].sum())
             shares[kind][f"least_{round(frac * 100)}pct"] = {
                 "n_detections": k, "n_errors": caught,
-                "share_of_errors": caught / total if total else None}
+                "share_of_errors": caught / total if total else None,
+                "best_possible_share": min(k, total) / total if total else None}
     return {"error": f"ED or ES more than {CONFIDENCE_FRAMES} frame(s) off (Eq. 5 frames); "
                      "error_cyclic: the same with cyclic differences (not the paper's)",
             "order": "least confident first; ties keep record order",
@@ -94,16 +117,18 @@ def markdown(cal: dict, title: str | None = None) -> str:
                      f"{b['confidence_max']:.3f} | {b['afd_ed']:.2f} | {b['afd_es']:.2f} "
                      f"| {b['n_errors']} | {_pct(b['error_rate'])} | {b['n_errors_cyclic']} |")
     lines.append("")
-    for kind, what in (("error", "errors > 1 frame (ED or ES, Eq. 5 frames)"),
-                       ("error_cyclic", "cyclic errors > 1 frame* (not the paper's metric)")):
+    for kind, what in ERROR_KINDS.items():
         s = cal["shares"][kind]
         parts = [f"least confident {p[len('least_'):-len('pct')]} % "
                  f"({s[p]['n_detections']} detections): {s[p]['n_errors']} "
-                 f"({_pct(s[p]['share_of_errors'])})"
+                 f"({_pct(s[p]['share_of_errors'])}; at most {_pct(s[p]['best_possible_share'])})"
                  for p in s if p.startswith("least_")]
+        auc = "-" if s["auc"] is None else f"{s['auc']:.2f}"
         lines.append(f"- {what}: {s['n_errors']} of {s['n_detections']} detections; "
-                     + "; ".join(parts))
-    lines += ["", f"{cal['n_distinct_confidences']} distinct confidence values; "
+                     + "; ".join(parts) + f"; AUC {auc}")
+    lines += ["", f"{cal['n_distinct_confidences']} distinct confidence values; \"at most\": "
+              "the share the best possible ordering would reach; AUC: the chance that an error "
+              "has a lower confidence than a correct detection (0.5: none better than chance); "
               "\\* cyclic difference min(|d|, T - |d|).", ""]
     return "\n".join(lines)
 

@@ -113,10 +113,13 @@ def test_calibration_table_by_hand():
     assert cal["deciles"][2]["afd_es"] == pytest.approx(0.5)       # errors 1 and 0
     s = cal["shares"]["error"]
     assert s["n_errors"] == 4
-    assert s["least_10pct"] == {"n_detections": 2, "n_errors": 1, "share_of_errors": 0.25}
-    assert s["least_20pct"] == {"n_detections": 4, "n_errors": 2, "share_of_errors": 0.5}
+    assert s["least_10pct"] == {"n_detections": 2, "n_errors": 1, "share_of_errors": 0.25,
+                                "best_possible_share": 0.5}
+    assert s["least_20pct"] == {"n_detections": 4, "n_errors": 2, "share_of_errors": 0.5,
+                                "best_possible_share": 1.0}
+    assert cal["shares"]["error_es"]["n_errors"] == 4 and cal["shares"]["error_ed"]["n_errors"] == 0
     text = calibration.markdown(cal)
-    assert "least confident 20 % (4 detections): 2 (50 %)" in text
+    assert "least confident 20 % (4 detections): 2 (50 %; at most 100 %)" in text
 
 
 def test_calibration_orders_by_confidence_not_by_record_order():
@@ -124,6 +127,13 @@ def test_calibration_orders_by_confidence_not_by_record_order():
     errors = [0, 4, 0, 4, 0, 0, 0, 0, 0, 0]
     s = calibration.calibration(_records(conf, errors))["shares"]["error"]
     assert s["least_20pct"]["share_of_errors"] == 1.0 and s["least_10pct"]["n_errors"] == 1
+
+
+def test_ranking_auc_by_hand():
+    # errors at 0.1 and 0.5, correct at 0.2, 0.5, 0.9: pairs below 1 + 2 + 0.5 (tie) + 1 of 6
+    assert calibration.ranking_auc([0.1, 0.5, 0.2, 0.5, 0.9],
+                                   [True, True, False, False, False]) == pytest.approx(4.5 / 6)
+    assert calibration.ranking_auc([0.1, 0.2], [True, True]) is None
 
 
 def test_cyclic_errors_are_counted_apart():
