@@ -138,8 +138,8 @@ def write_results(out_dir, records: list[dict], meta: dict, force: bool, title: 
         cal = calibration.calibration(records)
         write_json_atomic(conf["json"], {"meta": meta, **cal})
         write_text_atomic(conf["markdown"], calibration.markdown(cal, "Confidence against error"))
-        calibration.plot(cal, conf["plot"], f"{len(records)} detections, "
-                                            f"{meta.get('decoding', '')}")
+        calibration.plot(cal, conf["plot"], ", ".join(
+            [f"{len(records)} detections"] + ([meta["decoding"]] if meta.get("decoding") else [])))
     return summary
 
 
