@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from data_prep.errors import InputError
-from tempregnet.detection_plot import written_confidence
+from tempregnet.labels import written_confidence
 
 OUTPUT_JSON, OUTPUT_CSV, PLOT_DIR = "detections.json", "detections.csv", "plots"
 THUMB_DIR = "thumbs"          # under PLOT_DIR: the review page's row pictures

@@ -17,7 +17,7 @@ import io
 
 import numpy as np
 
-from tempregnet.labels import step_positions, steps_to_frames
+from tempregnet.labels import step_positions, steps_to_frames, written_confidence
 
 FIG_INCHES = (11.0, 6.6)
 DPI = 80
@@ -25,12 +25,6 @@ THUMB_WIDTH = 480          # px, the review page's row picture
 THUMB_HEIGHT = round(THUMB_WIDTH * FIG_INCHES[1] / FIG_INCHES[0])
 PADDING_COLOUR = "#3b5b92"
 NEIGHBOURS = (-1, 0, 1)    # frames shown around ED and ES
-CONFIDENCE_DIGITS = 3      # as written in the outputs; pictures and the page show 2 of them
-
-
-def written_confidence(value) -> float:
-    """The confidence as the outputs write it (and the plot and page show it, to 2 decimals)."""
-    return round(float(value), CONFIDENCE_DIGITS)
 
 
 def render_detection(seq, result: dict, contract) -> tuple[bytes, bytes]:

@@ -207,6 +207,12 @@ class Decoded:
 
 
 CONFIDENCE_FRAMES = 1     # an answer more than this many frames off (ED or ES) is an error
+CONFIDENCE_DIGITS = 3     # as the outputs write it; plots and the review page show 2 of them
+
+
+def written_confidence(value) -> float:
+    """A confidence as every output writes it (and plots and the page show it, to 2 decimals)."""
+    return round(float(value), CONFIDENCE_DIGITS)
 
 
 def decode_detail(step_values, n_frames: int, convention: str = "cycle", method: str = "fit",

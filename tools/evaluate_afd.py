@@ -23,6 +23,7 @@ from data_prep.hdf5 import load_rows
 from tempregnet import calibration
 from tempregnet import evaluation as afd
 from tempregnet.contract import read_list_contract
+from tempregnet.labels import written_confidence
 from tempregnet.inference import (check_rows, decode_stacks, load_model, load_net, predict_rows,
                                   quiet_caffe)
 from tempregnet.labels import CONVENTIONS, DECODERS
@@ -111,7 +112,8 @@ def per_sequence_rows(records: list[dict]) -> list[dict]:
         row = {"seq_id": r["seq_id"], "fold": r.get("fold", "all"), "n_frames": r["n_frames"],
                "ed_abs_diff": abs(r["ed_pred"] - r["ed_true"]),
                "es_abs_diff": abs(r["es_pred"] - r["es_true"]),
-               "confidence": "" if r.get("confidence") is None else f"{r['confidence']:.4f}",
+               "confidence": "" if r.get("confidence") is None
+               else written_confidence(r["confidence"]),
                "time_s": "" if r.get("time_s") is None else f"{r['time_s']:.4f}"}
         for field in FIELDS:
             row[f"{field}_0based"] = r[field]
@@ -135,7 +137,9 @@ def write_results(out_dir, records: list[dict], meta: dict, force: bool, title: 
                                       "sequences": per_sequence_rows(records)})
     write_text_atomic(paths["markdown"], md)
     if with_confidence:
-        cal = calibration.calibration(records)
+        # as written in the CSV, so the table can be remade from it (--predictions)
+        cal = calibration.calibration([{**r, "confidence": written_confidence(r["confidence"])}
+                                       for r in records])
         write_json_atomic(conf["json"], {"meta": meta, **cal})
         write_text_atomic(conf["markdown"], calibration.markdown(cal, "Confidence against error"))
         calibration.plot(cal, conf["plot"], ", ".join(
