@@ -17,7 +17,7 @@ DATA    ?= data/prepared/$(RECIPE)
 FOLD    ?= 0
 VARIANT ?= tempreg
 
-.PHONY: help venv caffe gpu-bundle prototxt test test-fast demo bench clean train fetch-weights synthetic \
+.PHONY: help venv caffe browser gpu-bundle prototxt test test-fast demo bench clean train fetch-weights synthetic \
         acdc cross-dataset shipped-model acdc-pixels cross-dataset-pixels paper-zf
 
 help:  ## list the targets
@@ -50,10 +50,19 @@ prototxt: caffe  ## regenerate prototxt/<recipe>/ from recipes/ and models/
 demo: caffe  ## the main job, recipe demo: synthetic cohort -> prepare -> train 3 variants x 4 folds -> Table 1 in results/
 	$(PY) -m tools.demo
 
-test: caffe  ## run the test suite
+# The review page's test (tests/test_report_browser.py) opens it in Debian's chromium, driven by
+# Playwright (pinned in requirements.lock; it downloads no browser of its own). Installed here as
+# root (~1 min); without root or a package mirror the test skips and says why.
+browser:  ## install Debian's chromium for the review page's browser test (root)
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] \
+	  && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	     --no-install-recommends chromium; } \
+	  || echo "browser: chromium is not installed (needs root and Debian's packages); the browser test will skip"
+
+test: caffe browser  ## run the test suite
 	$(PY) -m pytest -q
 
-test-fast: caffe  ## the tests without the slow training ones
+test-fast: caffe browser  ## the tests without the slow training ones
 	$(PY) -m pytest -q -m "not slow"
 
 synthetic: venv  ## write the synthetic DICOM cohort to data/synthetic

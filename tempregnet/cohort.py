@@ -34,7 +34,7 @@ from data_prep.errors import InputError
 from tempregnet import detection
 from tempregnet.detection import OUTPUT_CSV, OUTPUT_JSON
 from tempregnet.model_spec import ModelSpec, load_spec
-from tempregnet.outputs import write_csv_atomic, write_json_atomic
+from tempregnet.outputs import write_bytes_atomic, write_csv_atomic, write_json_atomic
 
 FORMAT = "tempregnet cohort 1"
 STUDIES_DIR, MANIFEST = "studies", "manifest.json"
@@ -42,6 +42,7 @@ STUDIES_DIR, MANIFEST = "studies", "manifest.json"
 # an uninterrupted run's)
 CSV_COLUMNS = ["input", "study"] + [c for c in detection.CSV_COLUMNS if c not in ("input", "time_s")]
 STAGES = ("read", "preprocess", "forward", "decode")
+PICTURES = "pictures"      # a study task's plots (seq_id, PNG, thumbnail PNG), written as files
 PLUGIN_NAME = "tempregnet-net"
 LIST_COLUMN = "path"
 
@@ -67,6 +68,7 @@ class Options:
     stack: bool = False
     input_mm_per_px: float | None = None     # headers without a pixel size (fixed-mm models)
     augment: bool = False                     # test-time augmentation (inference.augmentation_views)
+    report: bool = False                      # plots per sequence and report.html (tempregnet.report)
 
 
 # --- the study list ---------------------------------------------------------------------------
@@ -189,14 +191,18 @@ def detect_study(study: Study, options: Options, fingerprint: str) -> dict:
         done.append((seq, result))
     if options.stack and done:
         done = decode_input_stacks(done, loaded.contract.label, options.decoder)
+    pictures = []
     for seq, result in done:
         rec = detection_record(study.input, seq, result)
         rec.pop("time_s")
         records.append({"input": study.input, "study": study.key, **rec})
+        if options.report:                   # drawn here, where the frames are; written by the client
+            from tempregnet.detection_plot import render_detection
+            pictures.append((seq.seq_id, *render_detection(seq, result, loaded.contract)))
     status = "ok" if not problems else ("partial" if records else "failed")
     return {"study": study.key, "input": study.input, "status": status,
             "n_sequences": len(records), "problems": problems, "sequences": records,
-            "times_s": times}
+            "times_s": times, **({PICTURES: pictures} if options.report else {})}
 
 
 # --- on the client ----------------------------------------------------------------------------
@@ -210,7 +216,8 @@ def settings_of(options: Options, studies: list[Study], description: dict) -> di
             "source": options.source, "decoder": options.decoder,
             "decoding": "per stack (not the paper's)" if options.stack else "per sequence",
             "n_studies": len(studies), "studies_digest": listing,
-            "secret_fingerprint": keys.fingerprint()}
+            "secret_fingerprint": keys.fingerprint(),
+            **({"report": True} if options.report else {})}
 
 
 def _written(result: dict) -> dict:
@@ -258,7 +265,7 @@ def check_out(out: Path, settings: dict) -> None:
     except ValueError:
         return                                # rebuilt from the study files
     keys_ = ("format", "sha1", "roi", "input_mm_per_px", "test_augmentation", "source",
-             "decoder", "decoding", "studies_digest", "secret_fingerprint")
+             "decoder", "decoding", "studies_digest", "secret_fingerprint", "report")
     differ = [k for k in keys_ if before.get(k) != settings.get(k)]
     if differ:
         raise CohortError(f"{out}: holds a cohort run with other {', '.join(differ)}; rerun "
@@ -353,6 +360,7 @@ def run_cohort(client, studies: list[Study], options: Options, out, description:
                           "times_s": dict.fromkeys(STAGES, 0.0)}
             if result["problems"]:                     # one line per study, every cause
                 log(f"problem: input {study.input}: {' | '.join(result['problems'])}")
+            write_pictures(out, study, result.pop(PICTURES, []))   # before the study's file
             write_json_atomic(study_file(out, study), _written(result))
             done[study.key] = json.loads(study_file(out, study).read_text())
             future.release()
@@ -369,5 +377,45 @@ def run_cohort(client, studies: list[Study], options: Options, out, description:
               "seconds": seconds, "lost_scheduler": lost is not None}
     if counts["missing"] == 0:
         counts.update(merge(out, settings, studies, done))
+        if options.report:
+            write_cohort_report(out, settings, studies, done)
     counts["results"] = done
     return counts
+
+
+# --- the review page --------------------------------------------------------------------------
+
+def picture_paths(study_key: str, seq_id: str) -> tuple[str, str]:
+    """(full-size, thumbnail) of a sequence's plot, relative to --out."""
+    from tempregnet.detection import PLOT_DIR, THUMB_DIR
+    return (f"{PLOT_DIR}/{study_key}/{seq_id}.png",
+            f"{PLOT_DIR}/{study_key}/{THUMB_DIR}/{seq_id}.png")
+
+
+def write_pictures(out: Path, study: Study, pictures) -> None:
+    """A study's plots under plots/<study>/ (thumbnails in its thumbs/), atomically."""
+    for seq_id, full, thumb in pictures:
+        full_path, thumb_path = picture_paths(study.key, seq_id)
+        write_bytes_atomic(out / thumb_path, thumb)
+        write_bytes_atomic(out / full_path, full)
+
+
+def write_cohort_report(out: Path, settings: dict, studies: list[Study], done: dict) -> Path:
+    """report.html from the study files (every sequence, least confident first)."""
+    from tempregnet.report import write_report
+    records = [rec for s in studies for rec in done[s.key]["sequences"]]
+    problems = [f"input {s.input}: {p}" for s in studies for p in done[s.key]["problems"]]
+
+    def picture(rec):
+        paths = picture_paths(rec["study"], rec["seq_id"])
+        return paths if (out / paths[0]).is_file() else None
+
+    statuses = [done[s.key]["status"] for s in studies]
+    counts = [("studies", len(studies)), ("sequences", len(records)),
+              ("studies with problems", sum(st != "ok" for st in statuses)),
+              ("problems", len(problems)),
+              ("model", settings["model"].get("recipe") or settings["model"].get("weights", "")),
+              ("decoder", settings["decoder"]), ("decoding", settings["decoding"])]
+    return write_report(out, records, picture, "ED / ES detections of a cohort", counts, problems,
+                        "Study keys are keyed hashes (docs/detection.md).")
+

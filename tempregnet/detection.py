@@ -8,18 +8,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-
 from data_prep.errors import InputError
-from tempregnet.labels import step_positions, steps_to_frames
-from tempregnet.outputs import save_figure_atomic
+from tempregnet.labels import written_confidence
 
 OUTPUT_JSON, OUTPUT_CSV, PLOT_DIR = "detections.json", "detections.csv", "plots"
+THUMB_DIR = "thumbs"          # under PLOT_DIR: the review page's row pictures
 CSV_COLUMNS = ["input", "seq_id", "slice", "n_frames", "ed_0based", "es_0based", "ed_1based",
                "es_1based", "ed_instance", "es_instance", "ed_true_0based", "es_true_0based",
-               "time_s"]
+               "confidence", "time_s"]
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-THUMBNAIL_PX = 48
 
 
 def guess_source(path) -> str:
@@ -88,6 +85,7 @@ def detection_record(input_index: int, seq, result: dict) -> dict:
         "es_instance": "" if inst is None else inst[es],
         "ed_true_0based": "" if seq.ed is None else int(seq.ed),
         "es_true_0based": "" if seq.es is None else int(seq.es),
+        "confidence": written_confidence(result["confidence"]),
         "time_s": round(float(result["time_s"]), 4),
         "curve_steps": [round(float(v), 5) for v in result["curve"]],
         **({"stack_size": result["stack_size"]} if "stack_size" in result else {}),
@@ -127,50 +125,14 @@ def loaded_sequences(found, contract, input_mm_per_px, problem):
 
 
 def plot_detection(seq, result: dict, path, contract) -> None:
-    """PNG: the predicted curve on the original frames, ED/ES marked, over a strip of the frames
-    (grey values mapped as the contract maps them)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from data_prep.preprocess import resize_frames, squash, squash_range
-    n = seq.n_frames
-    curve = result["curve"]
-    ed, es = result["ed"], result["es"]
-    square = _square(seq.frames)
-    lo, hi = squash_range(square, contract.squash_percentiles, contract.percentile_stride)
-    thumbs = resize_frames(squash(square, lo, hi).astype(np.float32), THUMBNAIL_PX) / 255.0
-    fig = plt.figure(figsize=(max(8.0, 0.45 * n), 4.2))
-    ax = fig.add_axes([0.08, 0.42, 0.9, 0.52])
-    ax.plot(np.arange(n), steps_to_frames(curve, n), "-", color="tab:blue",
-            label="prediction on original frames")
-    ax.plot(step_positions(n, curve.size), curve, ".", color="tab:blue", alpha=0.5,
-            label="network steps")
-    ax.axvline(ed, color="tab:red", ls="--", label=f"ED = frame {ed} (0-based)")
-    ax.axvline(es, color="tab:green", ls="--", label=f"ES = frame {es} (0-based)")
-    ax.set_xlim(-0.5, n - 0.5)
-    ax.set_xticks(range(0, n, max(1, n // 12)))
-    ax.set_ylabel("volume-like output")
-    ax.set_title(f"sequence {seq.seq_id}: {n} frames")
-    ax.legend(fontsize=7, loc="upper right")
-    if "crop" in result:                   # where the LV crop was taken, on the mean frame
-        ax.set_position([0.08, 0.42, 0.68, 0.52])
-        inset = fig.add_axes([0.79, 0.42, 0.19, 0.52])
-        c = result["crop"]
-        (r, col), (sr, sc) = c["centre_px"], c["input_mm_per_px"]
-        hr, hc = c["side_mm"] / sr / 2, c["side_mm"] / sc / 2
-        inset.imshow(np.asarray(seq.frames).mean(axis=0), cmap="gray")
-        inset.plot([col - hc, col + hc, col + hc, col - hc, col - hc],
-                   [r - hr, r - hr, r + hr, r + hr, r - hr], "y-", lw=1)
-        inset.set_title(f"{c['side_mm']:g} mm crop", fontsize=7)
-        inset.set_axis_off()
-    strip = fig.add_axes([0.08, 0.03, 0.9, 0.3])
-    tiles = [np.pad(t, 2, constant_values=1.0 if k == ed else 0.5 if k == es else 0.0)
-             for k, t in enumerate(thumbs)]
-    strip.imshow(np.concatenate(tiles, axis=1), cmap="gray", vmin=0, vmax=1,
-                 extent=(-0.5, n - 0.5, 0, 1), aspect="auto")
-    strip.set_axis_off()
-    save_figure_atomic(fig, path, dpi=90)
-    plt.close(fig)
+    """PNG of one detection at path and its thumbnail under THUMB_DIR beside it
+    (tempregnet.detection_plot: the net's curve, the fitted curve, ED/ES and their frames)."""
+    from tempregnet.detection_plot import render_detection
+    from tempregnet.outputs import write_bytes_atomic
+    full, thumb = render_detection(seq, result, contract)
+    path = Path(path)
+    write_bytes_atomic(path.parent / THUMB_DIR / path.name, thumb)
+    write_bytes_atomic(path, full)
 
 
 def decode_input_stacks(done, convention: str, decoder: str):
@@ -178,12 +140,41 @@ def decode_input_stacks(done, convention: str, decoder: str):
     from tempregnet.inference import decode_stacks
     records = [{"group": seq.group, "n_frames": seq.n_frames, "curve": result["curve"],
                 "time_s": result["time_s"]} for seq, result in done]
-    stacked = decode_stacks(records, convention, decoder)
+    stacked = decode_stacks(records, convention, decoder, detail=True)
     return [(seq, {**result, "ed": rec["ed_pred"], "es": rec["es_pred"], "time_s": rec["time_s"],
+                   "confidence": rec["confidence"], "decoded": rec["decoded"],
+                   "stack_curve": rec["stack_curve"], "stack_curves": rec["stack_curves"],
                    "stack_size": rec["stack_size"]})
             for (seq, result), rec in zip(done, stacked)]
 
 
-def _square(frames):
-    from data_prep.preprocess import centre_square
-    return centre_square(np.asarray(frames, dtype=np.float32))
+def page_problems(problems, inputs) -> list[str]:
+    """Problem causes for the review page: each input's path (and the paths any cause quotes)
+    replaced, so no folder or file name reaches it."""
+    import re
+    from data_prep.prepare import _scrub
+    out = []
+    for text in problems:
+        for k, path in sorted(enumerate(inputs, 1), key=lambda kp: -len(str(kp[1]))):
+            for form in sorted({str(path), os.path.abspath(path)}, key=len, reverse=True):
+                text = re.sub(re.escape(form) + r"[^\s:]*", f"(input {k})", text)
+        out.append(_scrub(text))
+    return out
+
+
+def write_detection_report(out, records, problems, inputs, description, decoder, stack) -> Path:
+    """tools.detect's report.html: its records, with plots/<seq_id>.png and their thumbnails."""
+    from tempregnet.report import write_report
+
+    def picture(rec):
+        name = f"{rec['seq_id']}.png"
+        if not (Path(out) / PLOT_DIR / name).is_file():
+            return None
+        return f"{PLOT_DIR}/{name}", f"{PLOT_DIR}/{THUMB_DIR}/{name}"
+
+    counts = [("inputs", len(inputs)), ("sequences", len(records)), ("problems", len(problems)),
+              ("model", description.get("recipe") or description.get("weights", "")),
+              ("decoder", decoder), ("decoding", "per stack" if stack else "per sequence")]
+    return write_report(out, records, picture, "ED / ES detections", counts,
+                        page_problems(problems, inputs))
+

@@ -19,7 +19,7 @@ from data_prep.preprocess import sequence_to_steps
 from data_prep.rwave import RWAVE_KEY
 from data_prep.scale import physical_steps
 from tempregnet.contract import SequenceContract
-from tempregnet.labels import decode_steps
+from tempregnet.labels import decode_detail
 from tempregnet.net_input import net_input, sequence_starts, time_major
 
 FRAMES_BLOB, CONT_BLOB, OUTPUT_BLOB = "frames", "cont", "volume_pred"   # docs/data.md, Blobs
@@ -154,11 +154,11 @@ def predict_rows(loaded: LoadedNet, rows: dict, batch: int = 1, method: str = "f
         stop = min(start + batch, len(frames))
         tic = time.perf_counter()
         curves = forward_steps(loaded, frames[start:stop], augment)
-        decoded = [decode_steps(c, int(rows["n_frames"][i]), loaded.contract.label, method)
+        decoded = [decode_detail(c, int(rows["n_frames"][i]), loaded.contract.label, method)
                    for c, i in zip(curves, range(start, stop))]
         per_seq = (time.perf_counter() - tic) / (stop - start)
-        for i, curve, (ed, es) in zip(range(start, stop), curves, decoded):
-            records.append(_row_record(rows, i, ed, es, per_seq, curve))
+        for i, curve, d in zip(range(start, stop), curves, decoded):
+            records.append(_row_record(rows, i, d, per_seq, curve))
         if progress is not None:
             progress.update(stop - start)
     return records
@@ -168,10 +168,11 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _row_record(rows, i, ed, es, time_s, curve) -> dict:
+def _row_record(rows, i, decoded, time_s, curve) -> dict:
     rec = {"seq_id": _text(rows["seq_id"][i]), "n_frames": int(rows["n_frames"][i]),
            "ed_true": int(rows["ed"][i]), "es_true": int(rows["es"][i]),
-           "ed_pred": int(ed), "es_pred": int(es), "time_s": float(time_s),
+           "ed_pred": decoded.ed, "es_pred": decoded.es, "confidence": decoded.confidence,
+           "time_s": float(time_s),
            "curve": [float(v) for v in curve]}
     if "group" in rows:
         rec["group"] = _text(rows["group"][i])
@@ -199,10 +200,11 @@ def predict_sequence(loaded: LoadedNet, seq, method: str = "fit", crop=None,
     t_pre = time.perf_counter()
     curve = forward_steps(loaded, steps[None], augment)[0]
     t_fwd = time.perf_counter()
-    ed, es = decode_steps(curve, seq.n_frames, loaded.contract.label, method,
-                          rwave=float((seq.meta or {}).get(RWAVE_KEY) or 0.0))
+    decoded = decode_detail(curve, seq.n_frames, loaded.contract.label, method,
+                            rwave=float((seq.meta or {}).get(RWAVE_KEY) or 0.0))
     t_end = time.perf_counter()
-    result = {"ed": int(ed), "es": int(es), "time_s": t_end - tic, "curve": curve, "steps": steps,
+    result = {"ed": decoded.ed, "es": decoded.es, "confidence": decoded.confidence,
+              "decoded": decoded, "time_s": t_end - tic, "curve": curve, "steps": steps,
               "stage_s": {"preprocess": t_pre - tic, "forward": t_fwd - t_pre,
                           "decode": t_end - t_fwd}}
     if loaded.contract.physical:
@@ -215,10 +217,13 @@ def stack_key(rec: dict):
     return rec.get("group"), rec["n_frames"]
 
 
-def decode_stacks(records: list[dict], convention: str, method: str = "fit") -> list[dict]:
+def decode_stacks(records: list[dict], convention: str, method: str = "fit",
+                  detail: bool = False) -> list[dict]:
     """Stack-level decoding (not the paper's): ED/ES are phases of the whole cine stack, so the
     predicted curves of its slices, each standardised (zero mean, unit variance), are averaged
-    and decoded once; every slice gets that pair. Records without a group stay on their own.
+    and decoded once; every slice gets that pair and its confidence (of the mean curve:
+    labels.decode_detail); detail: also the labels.Decoded, the mean curve (stack_curve) and the
+    standardised curves (stack_curves), for plots. Records without a group stay on their own.
     Returns new records (the inputs are not changed); each keeps its own curve."""
     members: dict = {}
     for i, rec in enumerate(records):
@@ -230,9 +235,13 @@ def decode_stacks(records: list[dict], convention: str, method: str = "fit") -> 
         spread = curves.std(axis=1, keepdims=True)
         z = (curves - curves.mean(axis=1, keepdims=True)) / np.where(spread > 0, spread, 1.0)
         tic = time.perf_counter()
-        ed, es = decode_steps(z.mean(axis=0), int(records[idx[0]]["n_frames"]), convention, method)
+        decoded = decode_detail(z.mean(axis=0), int(records[idx[0]]["n_frames"]), convention,
+                                method)
         share = (time.perf_counter() - tic) / len(idx)
         for i in idx:
-            out[i].update(ed_pred=int(ed), es_pred=int(es), time_s=records[i]["time_s"] + share,
+            out[i].update(ed_pred=decoded.ed, es_pred=decoded.es,
+                          confidence=decoded.confidence, time_s=records[i]["time_s"] + share,
                           stack_size=len(idx))
+            if detail:
+                out[i].update(decoded=decoded, stack_curve=z.mean(axis=0), stack_curves=z)
     return out

@@ -17,6 +17,8 @@ Two label conventions (see docs/deviations.md):
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 DELTA = 3.0          # Eq. 4 exponent in systole (paper, section 2.2)
@@ -136,34 +138,139 @@ def decode_steps(step_values, n_frames: int, convention: str = "cycle",
     places ED and ES together, so a systole predicted too short can pull ED off the peak at
     frame 0 (docs/deviations.md, 18); exact on "paper" labels with ED = 0, not for ED > 0.
     """
+    if method == "extrema":
+        y = _checked_steps(step_values)
+        return decode_for(convention)(steps_to_frames(y, n_frames))
+    decoded = decode_detail(step_values, n_frames, convention, method, rwave)
+    return decoded.ed, decoded.es
+
+
+def _checked_steps(step_values) -> np.ndarray:
     y = np.asarray(step_values, dtype=np.float64)
     if y.ndim != 1 or y.size < 2 or not np.all(np.isfinite(y)):
         raise ValueError(f"expected a finite 1-D step curve, got shape {y.shape}")
-    if method == "extrema":
-        return decode_for(convention)(steps_to_frames(y, n_frames))
-    if method == "fit_es":
-        fit_ed, es = decode_steps(y, n_frames, convention, "fit")
-        ed = peak_for(steps_to_frames(y, n_frames), es, cyclic=convention == "cycle")
-        return (fit_ed if ed == es else ed), es
-    if method == "fit_rwave":
-        from data_prep.rwave import snap_ed
-        fit_ed, es = decode_steps(y, n_frames, convention, "fit")
-        ed = snap_ed(steps_to_frames(y, n_frames), fit_ed, rwave)
-        return (fit_ed if ed == es else ed), es
-    if method not in ("fit", "fit_trigger"):
-        raise ValueError(f"unknown decoder {method!r}; expected one of {DECODERS}")
+    return y
+
+
+@dataclass(frozen=True)
+class TemplateFit:
+    """Every Eq. 4 placement a decoder considers, fitted to a step curve by least squares with a
+    non-negative scale and a free offset: placement p's curve is offset + scale[p] * template."""
+    eds: np.ndarray          # ED of each placement
+    ess: np.ndarray          # ES of each placement
+    rss: np.ndarray          # residual sum of squares of each placement's best fit
+    scale: np.ndarray        # >= 0
+    offset: np.ndarray
+    best: int                # the least rss (ties: first placement in (ED, ES) order)
+    n_frames: int
+    n_steps: int
+    convention: str
+
+    def curve_at(self, positions, p: int | None = None) -> np.ndarray:
+        """Placement p's fitted curve (the best one by default) at frame positions."""
+        p = self.best if p is None else p
+        template = volume_label(positions, self.n_frames, int(self.eds[p]), int(self.ess[p]),
+                                self.convention)
+        return self.offset[p] + self.scale[p] * template
+
+
+def template_fit(step_values, n_frames: int, convention: str = "cycle",
+                 ed: int | None = None) -> TemplateFit:
+    """The Eq. 4 fit of the "fit" decoders (all n_frames * (n_frames - 1) placements; only those
+    with this ED when ed is given, as "fit_trigger" does)."""
+    y = _checked_steps(step_values)
     eds, ess, templates = _templates(n_frames, y.size, convention)
-    if method == "fit_trigger":
-        from data_prep.rwave import first_frame_after
-        keep = eds == first_frame_after(rwave, n_frames)
+    if ed is not None:
+        keep = eds == ed
         eds, ess, templates = eds[keep], ess[keep], templates[keep]
     t = templates - templates.mean(axis=1, keepdims=True)
     v = y - y.mean()
     tt = np.einsum("ps,ps->p", t, t)
     tv = t @ v
     gain = np.where(tv > 0, tv * tv / tt, 0.0)      # energy explained with scale >= 0
-    best = int(np.argmax(gain))                      # ties: first placement in (ED, ES) order
-    return int(eds[best]), int(ess[best])
+    scale = np.where(tv > 0, tv / tt, 0.0)
+    offset = y.mean() - scale * templates.mean(axis=1)
+    rss = np.maximum(float(v @ v) - gain, 0.0)
+    return TemplateFit(eds, ess, rss, scale, offset, int(np.argmax(gain)), n_frames, y.size,
+                       convention)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoder's answer with what it was read from: ED/ES (0-based original frames), the
+    confidence in [0, 1] (see decode_detail) and the template fit (None for "extrema")."""
+    ed: int
+    es: int
+    confidence: float
+    fit: TemplateFit | None
+    answers: np.ndarray | None = None    # per placement of fit: the (ED, ES) it would give
+
+
+CONFIDENCE_FRAMES = 1     # an answer more than this many frames off (ED or ES) is an error
+CONFIDENCE_DIGITS = 3     # as the outputs write it; plots and the review page show 2 of them
+
+
+def written_confidence(value) -> float:
+    """A confidence as every output writes it (and plots and the page show it, to 2 decimals)."""
+    return round(float(value), CONFIDENCE_DIGITS)
+
+
+def decode_detail(step_values, n_frames: int, convention: str = "cycle", method: str = "fit",
+                  rwave: float = 0.0) -> Decoded:
+    """decode_steps' answer with its template fit and a confidence.
+
+    Every decoder is read through the Eq. 4 template fit: each placement p of the fit is mapped
+    to the answer the decoder would give were p the best fit (fit, fit_trigger: p itself;
+    fit_rwave: its ED snapped to the R wave as data_prep.rwave.snap_ed does; fit_es: ED the
+    curve's peak given p's ES); the decoder's answer is that of the best placement ("extrema":
+    the paper's rule on the resampled curve). The confidence is
+
+        1 - rss_near / rss_far
+
+    with rss_near the least residual of the placements whose answer is within CONFIDENCE_FRAMES
+    of the answer given (ED and ES, frame numbers as Eq. 5 counts them) and rss_far the least
+    residual of all the others: 0 when an answer more than a frame away fits as well, near 1 when
+    every such answer fits far worse than this one. No constant is tuned (docs/detection.md).
+    """
+    y = _checked_steps(step_values)
+    if method not in DECODERS:
+        raise ValueError(f"unknown decoder {method!r}; expected one of {DECODERS}")
+    restrict = None
+    if method == "fit_trigger":
+        from data_prep.rwave import first_frame_after
+        restrict = first_frame_after(rwave, n_frames)
+    fit = template_fit(y, n_frames, convention, ed=restrict)
+    answers = np.stack([fit.eds, fit.ess], axis=1)
+    if method in ("fit_rwave", "fit_es"):
+        on_frames = steps_to_frames(y, n_frames)
+        if method == "fit_rwave":
+            from data_prep.rwave import snap_ed
+            moved = {int(e): snap_ed(on_frames, int(e), rwave) for e in np.unique(fit.eds)}
+        else:
+            cyclic = convention == "cycle"
+            moved = {int(s): peak_for(on_frames, int(s), cyclic) for s in np.unique(fit.ess)}
+        key = fit.eds if method == "fit_rwave" else fit.ess
+        ed = np.array([moved[int(k)] for k in key])
+        answers[:, 0] = np.where(ed == fit.ess, fit.eds, ed)
+    if method == "extrema":
+        ed, es = decode_for(convention)(steps_to_frames(y, n_frames))
+    else:
+        ed, es = (int(v) for v in answers[fit.best])
+    near = (np.abs(answers[:, 0] - ed) <= CONFIDENCE_FRAMES) & \
+        (np.abs(answers[:, 1] - es) <= CONFIDENCE_FRAMES)
+    return Decoded(int(ed), int(es), answer_confidence(fit.rss, near), fit, answers)
+
+
+def answer_confidence(rss: np.ndarray, near: np.ndarray) -> float:
+    """1 - (least residual near the answer) / (least residual elsewhere), clipped to [0, 1]."""
+    if not near.any():
+        return 0.0
+    if near.all():
+        return 1.0
+    rss_near, rss_far = float(rss[near].min()), float(rss[~near].min())
+    if rss_far <= 0.0:
+        return 0.0
+    return float(np.clip(1.0 - rss_near / rss_far, 0.0, 1.0))
 
 
 _TEMPLATE_CACHE: dict = {}

@@ -139,3 +139,40 @@ def test_missing_list_is_one_line(tmp_path):
     res = run_cli("--run", run, "--list", tmp_path / "nope_test.txt", "--out", tmp_path / "o")
     assert res.returncode != 0
     assert "nope_test.txt" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_confidence_tables_from_nets_and_from_their_predictions(prepared, tmp_path):
+    """A net's per-sequence CSV carries each detection's confidence;
+    confidence.md / .json follow, and the same CSV given back as --predictions gives the same
+    table."""
+    from tempregnet import calibration
+    run = write_run_dir(tmp_path / "run", crop=16)
+    out = tmp_path / "eval"
+    res = run_cli("--run", run, "--data", prepared, "--list", "fold0_test.txt", "--list",
+                  "fold1_test.txt", "--out", out)
+    assert res.returncode == 0, res.stderr
+    rows = read_csv(out / "afd_per_sequence.csv")
+    assert all(0 <= float(r["confidence"]) <= 1 for r in rows)
+    cal = json.loads((out / "confidence.json").read_text())
+    records = [{"n_frames": int(r["n_frames"]), "ed_true": int(r["ed_true_0based"]),
+                "es_true": int(r["es_true_0based"]), "ed_pred": int(r["ed_pred_0based"]),
+                "es_pred": int(r["es_pred_0based"]), "confidence": float(r["confidence"])}
+               for r in rows]
+    want = calibration.calibration(records)
+    assert cal["shares"]["error"]["n_errors"] == want["shares"]["error"]["n_errors"] == 2   # CASES
+    assert [b["n_errors"] for b in cal["deciles"]] == [b["n_errors"] for b in want["deciles"]]
+    assert (out / "confidence.png").stat().st_size > 0
+    again = tmp_path / "again"
+    assert run_cli("--predictions", out / "afd_per_sequence.csv", "--out", again).returncode == 0
+    assert (again / "confidence.md").read_text().split("\n\n")[1] == \
+        (out / "confidence.md").read_text().split("\n\n")[1]
+    # a predictions file without confidences gives no confidence table
+    plain = tmp_path / "plain.csv"
+    with open(plain, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["seq_id", "n_frames", "ed_true", "es_true", "ed_pred",
+                                          "es_pred"])
+        w.writeheader()
+        w.writerows({k: r[k] for k in ("n_frames", "ed_true", "es_true", "ed_pred", "es_pred")}
+                    | {"seq_id": i} for i, r in enumerate(records))
+    assert run_cli("--predictions", plain, "--out", tmp_path / "plain").returncode == 0
+    assert not (tmp_path / "plain" / "confidence.md").exists()

@@ -7,7 +7,9 @@
 A study is one input as tools.detect takes it (a DICOM folder, a NIfTI file, an ACDC patient
 folder); --list reads a CSV with a 'path' column or one path per line. The net options are
 tools.detect's (the shipped model by default). Writes <out>/studies/<key>.json as each study
-finishes, <out>/manifest.json, and when every study is done <out>/detections.csv and .json.
+finishes, <out>/manifest.json, and when every study is done <out>/detections.csv and .json;
+--report adds plots/<study>/<sequence>.png and report.html, the review page (least confident
+first). Every detection has a confidence in [0, 1] (tempregnet.labels.decode_detail).
 Exit status: 0 all studies clean; 1 some study had a problem (each printed on one line, the
 cohort went on); 2 nothing ran (bad options, a model that does not load, another run in --out);
 3 the scheduler was lost (rerun the same command to finish).
@@ -41,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="LocalCluster threads per worker (the net's forward passes take turns)")
     p.add_argument("--retry-failed", action="store_true",
                    help="run again the studies that had problems (default: they count as done)")
+    p.add_argument("--report", action="store_true",
+                   help="plot every sequence (on the workers) and write report.html, the review "
+                        "page: every sequence least confident first (tempregnet.report)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -62,7 +67,7 @@ def main(argv=None) -> int:
         loaded = load_spec(spec)                            # fails here, before any cluster
         description = loaded.description
         options = engine.Options(spec, args.source, decoder_of(loaded, args.decoder), args.stack,
-                                 args.input_mm_per_px, args.tta)
+                                 args.input_mm_per_px, args.tta, args.report)
         del loaded
         engine.check_out(Path(args.out), engine.settings_of(options, studies, description))
     except (engine.CohortError, InputError, ValueError) as err:
@@ -86,7 +91,8 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 3
     print(f"{counts['n_sequences']} sequences; {counts['n_problems']} problems in "
-          f"{counts['n_failed_studies']} studies; wrote {args.out}/detections.csv and .json")
+          f"{counts['n_failed_studies']} studies; wrote {args.out}/detections.csv and .json"
+          + (f" and {args.out}/report.html" if args.report else ""))
     return 1 if counts["n_problems"] else 0
 
 

@@ -7,8 +7,10 @@
 Without --run or --model it uses the model shipped in models/ (sha1-checked; docs/detection.md).
 Cohorts on a Dask cluster, resumable after a kill: tools.cohort.
 For every sequence (one slice of one cine series) found: ED and ES in the original frame
-numbering, 0-based and 1-based, and the DICOM InstanceNumber of those frames, written to
-<out>/detections.json and <out>/detections.csv; --plot adds <out>/plots/<seq_id>.png.
+numbering, 0-based and 1-based, the DICOM InstanceNumber of those frames and a confidence in
+[0, 1] (tempregnet.labels.decode_detail), written to <out>/detections.json and
+<out>/detections.csv; --plot adds <out>/plots/<seq_id>.png (and a thumbnail), --report a review
+page <out>/report.html listing every sequence least confident first with its plot.
 --stack decodes the slices of one patient's cine stack (same frame count) together, as ED and ES
 are phases of the whole stack (not the paper's protocol, which decodes each sequence alone).
 Sequences are named by anonymous keys (data_prep.sequence.anonymous_key) and by the position of
@@ -27,7 +29,8 @@ from data_prep.errors import InputError
 from data_prep.keys import ensure_outside
 from tempregnet.detection import (OUTPUT_CSV, OUTPUT_JSON, PLOT_DIR, CSV_COLUMNS,
                                   decode_input_stacks, detection_record, find_inputs,
-                                  loaded_sequences, plot_detection)
+                                  loaded_sequences, plot_detection, write_detection_report)
+from tempregnet.report import REPORT_NAME
 from tempregnet.inference import predict_sequence, quiet_caffe
 from tempregnet.model_spec import TTA_TEXT, add_net_arguments, decoder_of, load_spec, spec_from_args
 from tempregnet.outputs import OutputExists, refuse_overwrite, write_csv_atomic, write_json_atomic
@@ -40,7 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
                    default="auto", help="input type (default: guessed per input)")
     add_net_arguments(p)
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--plot", action="store_true", help="write a PNG per sequence")
+    p.add_argument("--plot", action="store_true",
+                   help="write a PNG per sequence (and its thumbnail under plots/thumbs/)")
+    p.add_argument("--report", action="store_true",
+                   help="also write report.html: every sequence least confident first, with its "
+                        "plot (implies --plot; opens from disk; tempregnet.report)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -51,8 +58,10 @@ def main(argv=None) -> int:
     quiet_caffe()
     args = build_parser().parse_args(argv)
     out = Path(args.out)
+    args.plot = args.plot or args.report
     try:
-        refuse_overwrite([out / OUTPUT_JSON, out / OUTPUT_CSV], args.force)
+        refuse_overwrite([out / OUTPUT_JSON, out / OUTPUT_CSV]
+                         + ([out / REPORT_NAME] if args.report else []), args.force)
         if args.plot and not args.force and (out / PLOT_DIR).is_dir() \
                 and any((out / PLOT_DIR).iterdir()):
             raise OutputExists(f"{out / PLOT_DIR}: holds plots; pass --force to overwrite")
@@ -63,11 +72,10 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    records, n_problems = [], 0
+    records, causes = [], []
 
     def problem(err):
-        nonlocal n_problems
-        n_problems += 1
+        causes.append(str(err))
         tqdm.write(f"problem: {err}", file=sys.stderr)
 
     def report(index, seq, result):
@@ -102,7 +110,7 @@ def main(argv=None) -> int:
         if held:                            # a stack never spans two inputs
             for seq, result in decode_input_stacks(held, loaded.contract.label, decoder):
                 report(index, seq, result)
-        bar.set_postfix(sequences=len(records), problems=n_problems)
+        bar.set_postfix(sequences=len(records), problems=len(causes))
     bar.close()
 
     write_csv_atomic(out / OUTPUT_CSV, records, CSV_COLUMNS)
@@ -112,13 +120,17 @@ def main(argv=None) -> int:
         "model": loaded.description, "decoder": decoder,
         "test_augmentation": TTA_TEXT if args.tta else "none",
         "decoding": "per stack (not the paper's)" if args.stack else "per sequence",
-        "n_inputs": len(args.inputs), "n_sequences": len(records), "n_problems": n_problems,
+        "n_inputs": len(args.inputs), "n_sequences": len(records), "n_problems": len(causes),
         "sequences": records})
+    if args.report:
+        write_detection_report(out, records, causes, args.inputs, loaded.description, decoder,
+                               args.stack)
     times = [r["time_s"] for r in records]
     print(f"{len(records)} sequences from {len(args.inputs)} inputs"
           + (f", {np.mean(times):.2f} s per sequence" if times else "")
-          + f"; {n_problems} problems; wrote {out / OUTPUT_JSON} and {out / OUTPUT_CSV}")
-    return 1 if n_problems or not records else 0
+          + f"; {len(causes)} problems; wrote {out / OUTPUT_JSON} and {out / OUTPUT_CSV}"
+          + (f" and {out / REPORT_NAME}" if args.report else ""))
+    return 1 if causes or not records else 0
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@
     python -m tools.evaluate_afd --model m.caffemodel --deploy deploy.prototxt --label cycle \
         --data data/prepared --list fold0_test.txt --out results/eval
 
-Writes <out>/afd.md, afd.json and afd_per_sequence.csv (frames 0-based, original numbering).
+Writes <out>/afd.md, afd.json and afd_per_sequence.csv (frames 0-based, original numbering), and
+where every sequence has a confidence (nets always give one) confidence.md / .json / .png: error
+against confidence decile (tempregnet.calibration).
 """
 from __future__ import annotations
 
@@ -18,8 +20,10 @@ from pathlib import Path
 
 from data_prep.errors import InputError
 from data_prep.hdf5 import load_rows
+from tempregnet import calibration
 from tempregnet import evaluation as afd
 from tempregnet.contract import read_list_contract
+from tempregnet.labels import written_confidence
 from tempregnet.inference import (check_rows, decode_stacks, load_model, load_net, predict_rows,
                                   quiet_caffe)
 from tempregnet.labels import CONVENTIONS, DECODERS
@@ -28,9 +32,12 @@ from tempregnet.outputs import (OutputExists, refuse_overwrite, write_csv_atomic
                                 write_text_atomic)
 
 OUTPUT_NAMES = {"markdown": "afd.md", "json": "afd.json", "csv": "afd_per_sequence.csv"}
+# written when every sequence has a confidence (tempregnet.calibration)
+CONFIDENCE_NAMES = {"markdown": "confidence.md", "json": "confidence.json",
+                    "plot": "confidence.png"}
 PER_SEQUENCE_COLUMNS = ["seq_id", "fold", "n_frames", "ed_true_0based", "ed_pred_0based",
                         "es_true_0based", "es_pred_0based", "ed_abs_diff", "es_abs_diff",
-                        "time_s"]
+                        "confidence", "time_s"]
 FIELDS = ("ed_true", "es_true", "ed_pred", "es_pred")
 
 
@@ -68,6 +75,12 @@ def normalise_prediction(raw: dict, path, index: int) -> dict:
                                    f"0..{rec['n_frames'] - 1}")
     t = raw.get("time_s")
     rec["time_s"] = float(t) if t not in (None, "") else None
+    c = raw.get("confidence")
+    if c not in (None, ""):
+        try:
+            rec["confidence"] = float(c)
+        except (TypeError, ValueError):
+            raise InputError(path, f"row {index} confidence: {c!r} is not a number") from None
     return rec
 
 
@@ -99,6 +112,8 @@ def per_sequence_rows(records: list[dict]) -> list[dict]:
         row = {"seq_id": r["seq_id"], "fold": r.get("fold", "all"), "n_frames": r["n_frames"],
                "ed_abs_diff": abs(r["ed_pred"] - r["ed_true"]),
                "es_abs_diff": abs(r["es_pred"] - r["es_true"]),
+               "confidence": "" if r.get("confidence") is None
+               else written_confidence(r["confidence"]),
                "time_s": "" if r.get("time_s") is None else f"{r['time_s']:.4f}"}
         for field in FIELDS:
             row[f"{field}_0based"] = r[field]
@@ -110,7 +125,9 @@ def write_results(out_dir, records: list[dict], meta: dict, force: bool, title: 
     """Write afd.md, afd.json and afd_per_sequence.csv; returns the summary."""
     out_dir = Path(out_dir)
     paths = {k: out_dir / v for k, v in OUTPUT_NAMES.items()}
-    refuse_overwrite(paths.values(), force)
+    with_confidence = bool(records) and all(r.get("confidence") is not None for r in records)
+    conf = {k: out_dir / v for k, v in CONFIDENCE_NAMES.items()} if with_confidence else {}
+    refuse_overwrite([*paths.values(), *conf.values()], force)
     summary = afd.summarise(records)
     md = afd.markdown_table(summary, title)
     if meta:
@@ -119,6 +136,14 @@ def write_results(out_dir, records: list[dict], meta: dict, force: bool, title: 
     write_json_atomic(paths["json"], {"meta": meta, "summary": summary,
                                       "sequences": per_sequence_rows(records)})
     write_text_atomic(paths["markdown"], md)
+    if with_confidence:
+        # as written in the CSV, so the table can be remade from it (--predictions)
+        cal = calibration.calibration([{**r, "confidence": written_confidence(r["confidence"])}
+                                       for r in records])
+        write_json_atomic(conf["json"], {"meta": meta, **cal})
+        write_text_atomic(conf["markdown"], calibration.markdown(cal, "Confidence against error"))
+        calibration.plot(cal, conf["plot"], ", ".join(
+            [f"{len(records)} detections"] + ([meta["decoding"]] if meta.get("decoding") else [])))
     return summary
 
 
@@ -200,7 +225,9 @@ def main(argv=None) -> int:
                 raise ValueError("running a net needs --list (and usually --data)")
             if args.batch < 1:
                 raise ValueError("--batch must be at least 1")
-            refuse_overwrite([Path(args.out) / v for v in OUTPUT_NAMES.values()], args.force)
+            refuse_overwrite([Path(args.out) / v for v in (*OUTPUT_NAMES.values(),
+                                                            *CONFIDENCE_NAMES.values())],
+                             args.force)
             records, meta = records_from_nets(args)
         summary = write_results(args.out, records, meta, args.force, "ED/ES frame detection")
     except (InputError, OutputExists, ValueError) as err:
