@@ -11,7 +11,7 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from data_prep.errors import InputError
+from data_prep.errors import InputError, Where
 from data_prep.keys import public_order_key
 from data_prep.rwave import RWAVE_KEY, trigger_rwave
 from data_prep.scale import SPACING_KEY
@@ -63,7 +63,7 @@ class DicomSequenceSource:
         """The folder, series and slice, for messages (no patient data: a UID tail and a position)."""
         first = self.images[0]
         pos = "?" if first.position is None else f"{first.position:.1f} mm"
-        return f"{self.path} (series ...{first.series[-8:]}, slice at {pos})"
+        return Where(f"{self.path} (series ...{first.series[-8:]}, slice at {pos})", self.path)
 
     def load(self) -> CineSequence:
         """Decode every phase; raises InputError naming the file at fault."""
@@ -190,12 +190,18 @@ def _ordered_cine(group: list[DicomImage]) -> list[DicomImage]:
         if im.shape != first.shape:
             raise InputError(_where(im), f"frame size {im.shape[0]}x{im.shape[1]} differs from "
                                          f"{first.shape[0]}x{first.shape[1]} in the same series")
-    expected = {im.expected for im in ordered}
-    if len(expected) == 1 and None not in expected and expected != {len(ordered)}:
-        n = expected.pop()
-        raise InputError(os.path.dirname(first.path),
-                         f"missing frame: {len(ordered)} of {n} phases (CardiacNumberOfImages) "
-                         f"in series ...{first.series[-8:]}")
+    expected = {im.expected for im in ordered} - {None}
+    folder, series = os.path.dirname(first.path), f"series ...{first.series[-8:]}"
+    if len(expected) > 1:
+        raise InputError(folder, f"contradictory CardiacNumberOfImages {sorted(expected)} among "
+                                 f"the images of one slice of {series}")
+    n = expected.pop() if expected else None
+    if n is not None and n > len(ordered):
+        raise InputError(folder, f"missing frame: {len(ordered)} of {n} phases "
+                                 f"(CardiacNumberOfImages) in {series}")
+    if n is not None and n < len(ordered):
+        raise InputError(folder, f"{len(ordered)} phases found where CardiacNumberOfImages says "
+                                 f"{n} in {series}")
     return ordered
 
 
