@@ -9,12 +9,13 @@ endocardium and upwards again past the epicardium; the median over rays of that 
 is the slice's outer LV radius in pixels, and the median over the stack's slices the stack's.
 Outer radii vary much less between hearts than the blood pool does (dilated hearts have thin
 walls, hypertrophic ones small pools): on the 29 ACDC patients whose headers state a pixel size
-the outer radius in mm varies by 13 % (coefficient of variation), the pool's by 25-31 %.
+the outer radius in mm varies by 15 % (coefficient of variation); the pool's radius varied by
+25-31 % in a first exploration (the same rays, the pool's edge).
 
 pixel size = OUTER_RADIUS_MM / (outer radius in pixels); prepare and detect then find the crops
 at that size, as for a header's (data_prep.physical.stack_crops). Measuring the radius again
-from those crops (a second pass) was worse on the calibration patients (11.9 % against 9.1 %
-median error), so the estimate is the first pass's. OUTER_RADIUS_MM is calibrated by `python -m tools.calibrate_pixel_size` (docs/scale-and-crop.md
+from those crops (a second pass) was no better on the calibration patients (mean error 14.3 %
+against 13.5 %, median 10.1 % against 11.5 %), so the estimate is the first pass's. OUTER_RADIUS_MM is calibrated by `python -m tools.calibrate_pixel_size` (docs/scale-and-crop.md
 has its leave-one-patient-out errors). Pixels are taken as square: a header that states nothing
 says nothing of anisotropy either.
 """
@@ -28,7 +29,7 @@ import numpy as np
 from data_prep.heart_crop import PERCENTILES, find_stack
 
 NOMINAL_MM = 1.5            # the first pass's guess: a common cine pixel (the finder is in mm)
-OUTER_RADIUS_MM = 41.7      # median outer LV radius, 29 ACDC patients (tools.calibrate_pixel_size)
+OUTER_RADIUS_MM = 39.8      # median outer LV radius, 29 ACDC patients (tools.calibrate_pixel_size)
 RAYS = 32
 STEP_PX = 0.25              # sampling along a ray, input pixels
 POOL_CORE = 0.5             # the pool level: median within this fraction of the disc found
