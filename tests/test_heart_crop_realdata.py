@@ -69,14 +69,18 @@ def test_acdc_placeholder_spacing_is_estimated_and_said(tmp_path):
     code, out = _prepare(tmp_path, "acdc", ACDC)
     assert code == 0
     counts = load_prepared(out)["provenance"]["counts"]
-    assert counts["skipped"] == 0
+    # the copy's one bad slice (a constant frame) is the only one skipped
+    assert list(counts["skipped_reasons"]) == ["constant image: frame 16 has a single value"]
     seqs = {s.seq_id: s for s in read_any("acdc", ACDC)}
     unknown = {k for k, s in seqs.items() if s.meta["pixel_spacing_mm"] is None}
     assert len({seqs[k].group for k in unknown}) == 21
-    assert counts["input_spacing_from"] == {"header": len(seqs) - len(unknown),
-                                            "estimated": len(unknown)}
+    crops = json.loads((out / CROPS_NAME).read_text())["sequences"]
+    assert len(crops) == counts["written"] == len(seqs) - counts["skipped"]
+    written_unknown = sum(c["seq_id"] in unknown for c in crops)
+    assert counts["input_spacing_from"] == {"header": len(crops) - written_unknown,
+                                            "estimated": written_unknown}
     per_patient = {}
-    for crop in json.loads((out / CROPS_NAME).read_text())["sequences"]:
+    for crop in crops:
         seq = seqs[crop["seq_id"]]
         if crop["seq_id"] in unknown:
             assert crop["spacing_from"] == "estimated"
