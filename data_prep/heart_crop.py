@@ -87,9 +87,9 @@ def _bank_kernels() -> tuple[list[np.ndarray], list[np.ndarray]]:
 
 
 @functools.lru_cache(maxsize=8)
-def _bank_spectra(shape: tuple[int, int], which: int) -> tuple[np.ndarray, int]:
+def _bank_spectra(shape: tuple[int, int], which: int) -> tuple[np.ndarray, int, tuple]:
     """(conjugate spectra of kernel bank `which` (0: mean, 1: |H1|) on a grid of `shape` padded
-    by the largest kernel's reach, that reach)."""
+    by the largest kernel's reach, that reach, the FFT size)."""
     kernels = _bank_kernels()[which]
     pad = max(k.shape[0] // 2 for k in kernels)
     size = tuple(scipy.fft.next_fast_len(n + 2 * pad, real=True) for n in shape)
@@ -99,14 +99,13 @@ def _bank_spectra(shape: tuple[int, int], which: int) -> tuple[np.ndarray, int]:
         wrapped = np.zeros(size, np.float32)       # kernel centre at index 0 (circular)
         wrapped[np.ix_((np.arange(k.shape[0]) - a) % size[0], (np.arange(k.shape[1]) - a) % size[1])] = k
         out[i] = np.conj(scipy.fft.rfft2(wrapped))
-    return out, pad
+    return out, pad, size
 
 
 def _filter_bank(image: np.ndarray, which: int) -> np.ndarray:
     """Every kernel of bank `which` applied as _filter does (correlation, reflected borders), at
     once through FFTs: K x H x W."""
-    spectra, pad = _bank_spectra(image.shape, which)
-    size = (spectra.shape[1], (spectra.shape[2] - 1) * 2)
+    spectra, pad, size = _bank_spectra(image.shape, which)
     padded = np.pad(image.astype(np.float32), pad, mode="symmetric")   # = cv2.BORDER_REFLECT
     f = scipy.fft.rfft2(padded, s=size)
     out = scipy.fft.irfft2(spectra * f[None], s=size, axes=(1, 2))

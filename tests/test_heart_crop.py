@@ -230,3 +230,16 @@ def test_image_centre_crop_is_the_centre_at_the_same_scale(tmp_path):
     assert crop["side_mm"] == pytest.approx(128.0)
     contract = read_contract(out)
     assert (contract.crop, contract.mm_per_px, contract.field_mm) == ("image centre", 4.0, 128.0)
+
+
+@pytest.mark.parametrize("shape", [(47, 44), (127, 127), (64, 90)])
+def test_filter_bank_is_filter2d_with_reflected_borders(shape):
+    """The FFT bank of the crop finder gives what cv2.filter2D (BORDER_REFLECT) gives, kernel by
+    kernel, borders included."""
+    from data_prep.heart_crop import _bank_kernels, _filter, _filter_bank
+    image = np.random.default_rng(3).random(shape).astype(np.float32)
+    for which, kernels in enumerate(_bank_kernels()):
+        got = _filter_bank(image, which)
+        assert got.shape == (len(kernels),) + shape
+        for k, kernel in enumerate(kernels):
+            np.testing.assert_allclose(got[k], _filter(image, kernel), atol=2e-5)
