@@ -174,8 +174,8 @@ def raw_pixels(ds, shape) -> RawPixels | None:
         signed = int(ds.get("PixelRepresentation", 0)) == 1
         photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
         nbytes = shape[0] * shape[1] * bits // 8
-        if (syntax not in PLAIN_SYNTAXES or not isinstance(element, pydicom.dataelem.RawDataElement)
-                or element.value_tell is None or not element.is_little_endian
+        raw = isinstance(element, pydicom.dataelem.RawDataElement)
+        if (syntax not in PLAIN_SYNTAXES or not raw or element.value_tell is None or not element.is_little_endian
                 or element.length not in (nbytes, nbytes + 1) or bits not in (8, 16, 32)
                 or int(ds.get("SamplesPerPixel", 1)) != 1
                 or photometric not in ("MONOCHROME1", "MONOCHROME2")

@@ -26,7 +26,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from data_prep.errors import InputError
 from data_prep.heart_crop import PERCENTILES, find_stack
+from data_prep.readers import find_sequences
+from data_prep.scale import header_spacing
 
 NOMINAL_MM = 1.5            # the first pass's guess: a common cine pixel (the finder is in mm)
 OUTER_RADIUS_MM = 39.8      # median outer LV radius, 29 ACDC patients (tools.calibrate_pixel_size)
@@ -108,3 +111,62 @@ def estimate_stack(frames_list, side_mm: float,
 
 ESTIMATE = (f"headers without a pixel size: {OUTER_RADIUS_MM} mm / the stack's median outer LV "
             f"radius in pixels (LV found at {NOMINAL_MM} mm; data_prep.pixel_size)")
+
+
+# --- calibration on scans whose headers state a size (tools.calibrate_pixel_size) ----------------
+
+CALIBRATION_SIDE_MM = 128.0   # the recipes' crop side (irrelevant to the radius; crops need one)
+
+
+def stacks_with_header(source: str, path) -> list[tuple[float, list[np.ndarray]]]:
+    """[(header pixel size (row), [frames of each slice])] per patient whose header states one."""
+    found, _ = find_sequences(source, path)
+    by_group: dict = {}
+    for item in found:
+        by_group.setdefault(item.group_order or item.group, []).append(item)
+    stacks = []
+    for key in sorted(by_group):
+        try:
+            seqs = [item.load() for item in by_group[key]]
+        except InputError:
+            continue
+        spacing = header_spacing(seqs[0])
+        if spacing is not None:
+            stacks.append((spacing[0], [s.frames for s in seqs]))
+    return stacks
+
+
+def _errors(estimates, truth) -> dict:
+    e = 100.0 * (np.asarray(estimates) / np.asarray(truth) - 1.0)
+    a = np.abs(e)
+    return {"median_abs_pct": float(np.median(a)), "mean_abs_pct": float(np.mean(a)),
+            "p90_abs_pct": float(np.percentile(a, 90)), "max_abs_pct": float(a.max()),
+            "bias_pct": float(np.mean(e))}
+
+
+def calibrate(stacks) -> dict:
+    """Leave-one-out errors of the estimator (1 and 2 passes) and of the constant reference
+    (tools.calibrate_pixel_size prints them; docs/scale-and-crop.md)."""
+    truth = np.array([s for s, _ in stacks])
+    n = len(stacks)
+    r1 = np.array([stack_outer_radius_px(
+        frames, find_stack([(f, (NOMINAL_MM,) * 2) for f in frames], CALIBRATION_SIDE_MM), NOMINAL_MM)[0]
+        for _, frames in stacks])
+    others = lambda v, i: np.delete(v, i)  # noqa: E731
+    est1 = np.array([np.median(others(r1 * truth, i)) / r1[i] for i in range(n)])
+    # second pass: the finder again at the first (leave-one-out) estimate, radius measured again
+    r2 = np.array([stack_outer_radius_px(
+        frames, find_stack([(f, (est1[i],) * 2) for f in frames], CALIBRATION_SIDE_MM), est1[i])[0]
+        for i, (_, frames) in enumerate(stacks)])
+    est2 = np.array([np.median(others(r2 * truth, i)) / r2[i] for i in range(n)])
+    const = np.array([np.median(others(truth, i)) for i in range(n)])
+    return {"patients": n, "header_mm": {"min": float(truth.min()), "median": float(np.median(truth)),
+                                         "max": float(truth.max())},
+            "outer_radius_mm_all": {"one_pass": float(np.median(r1 * truth)),
+                                    "two_passes": float(np.median(r2 * truth)),
+                                    "cv_pct_one_pass": float(100 * np.std(r1 * truth)
+                                                            / np.mean(r1 * truth))},
+            "loo": {"one_pass": _errors(est1, truth), "two_passes": _errors(est2, truth),
+                    "constant_median_of_others": _errors(const, truth)},
+            "per_patient": [{"row": i + 1, "header_mm": float(truth[i]), "estimate_mm": float(est1[i]),
+                             "error_pct": float(100 * (est1[i] / truth[i] - 1))} for i in range(n)]}

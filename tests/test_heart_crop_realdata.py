@@ -98,8 +98,7 @@ def test_pixel_size_estimator_against_the_headers_that_state_one():
     header's value for the median patient and 50 % for every one (measured: docs/scale-and-crop.md),
     and the estimator's constant is the one this calibration gives on all of them."""
     need(ACDC)
-    from data_prep.pixel_size import OUTER_RADIUS_MM
-    from tools.calibrate_pixel_size import calibrate, stacks_with_header
+    from data_prep.pixel_size import OUTER_RADIUS_MM, calibrate, stacks_with_header
     out = calibrate(stacks_with_header("acdc", ACDC))
     assert out["patients"] == 29
     assert out["loo"]["one_pass"]["median_abs_pct"] <= 12.0, out["loo"]

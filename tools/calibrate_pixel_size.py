@@ -18,69 +18,9 @@ import argparse
 import sys
 import time
 
-import numpy as np
-
 from data_prep import pixel_size as ps
-from data_prep.errors import InputError
-from data_prep.heart_crop import find_stack
-from data_prep.readers import SOURCES, find_sequences
-from data_prep.scale import header_spacing
+from data_prep.readers import SOURCES
 from tempregnet.outputs import write_json_atomic
-
-SIDE_MM = 128.0          # the recipes' crop side (irrelevant to the radius; crops need one)
-
-
-def stacks_with_header(source: str, path) -> list[tuple[float, list[np.ndarray]]]:
-    """[(header pixel size (row), [frames of each slice])] per patient whose header states one."""
-    found, _ = find_sequences(source, path)
-    by_group: dict = {}
-    for item in found:
-        by_group.setdefault(item.group_order or item.group, []).append(item)
-    stacks = []
-    for key in sorted(by_group):
-        try:
-            seqs = [item.load() for item in by_group[key]]
-        except InputError:
-            continue
-        spacing = header_spacing(seqs[0])
-        if spacing is not None:
-            stacks.append((spacing[0], [s.frames for s in seqs]))
-    return stacks
-
-
-def _errors(estimates, truth) -> dict:
-    e = 100.0 * (np.asarray(estimates) / np.asarray(truth) - 1.0)
-    return {"median_abs_pct": float(np.median(np.abs(e))), "mean_abs_pct": float(np.mean(np.abs(e))),
-            "p90_abs_pct": float(np.percentile(np.abs(e), 90)), "max_abs_pct": float(np.abs(e).max()),
-            "bias_pct": float(np.mean(e))}
-
-
-def calibrate(stacks) -> dict:
-    """Leave-one-out errors of the estimator (1 and 2 passes) and of the constant reference."""
-    truth = np.array([s for s, _ in stacks])
-    n = len(stacks)
-    r1 = np.array([ps.stack_outer_radius_px(
-        frames, find_stack([(f, (ps.NOMINAL_MM,) * 2) for f in frames], SIDE_MM), ps.NOMINAL_MM)[0]
-        for _, frames in stacks])
-    others = lambda v, i: np.delete(v, i)  # noqa: E731
-    est1 = np.array([np.median(others(r1 * truth, i)) / r1[i] for i in range(n)])
-    # second pass: the finder again at the first (leave-one-out) estimate, radius measured again
-    r2 = np.array([ps.stack_outer_radius_px(
-        frames, find_stack([(f, (est1[i],) * 2) for f in frames], SIDE_MM), est1[i])[0]
-        for i, (_, frames) in enumerate(stacks)])
-    est2 = np.array([np.median(others(r2 * truth, i)) / r2[i] for i in range(n)])
-    const = np.array([np.median(others(truth, i)) for i in range(n)])
-    return {"patients": n, "header_mm": {"min": float(truth.min()), "median": float(np.median(truth)),
-                                         "max": float(truth.max())},
-            "outer_radius_mm_all": {"one_pass": float(np.median(r1 * truth)),
-                                    "two_passes": float(np.median(r2 * truth)),
-                                    "cv_pct_one_pass": float(100 * np.std(r1 * truth)
-                                                            / np.mean(r1 * truth))},
-            "loo": {"one_pass": _errors(est1, truth), "two_passes": _errors(est2, truth),
-                    "constant_median_of_others": _errors(const, truth)},
-            "per_patient": [{"row": i + 1, "header_mm": float(truth[i]), "estimate_mm": float(est1[i]),
-                             "error_pct": float(100 * (est1[i] / truth[i] - 1))} for i in range(n)]}
-
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.calibrate_pixel_size",
@@ -90,12 +30,12 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args(argv)
     tic = time.perf_counter()
-    stacks = stacks_with_header(args.source, args.input)
+    stacks = ps.stacks_with_header(args.source, args.input)
     if len(stacks) < 3:
         print(f"{args.input}: {len(stacks)} patients state a pixel size; need at least 3",
               file=sys.stderr)
         return 1
-    out = calibrate(stacks)
+    out = ps.calibrate(stacks)
     h = out["header_mm"]
     print(f"{out['patients']} patients with a header pixel size ({h['min']:.3f}-{h['max']:.3f} mm, "
           f"median {h['median']:.3f}); {time.perf_counter() - tic:.0f} s")
