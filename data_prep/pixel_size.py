@@ -15,8 +15,9 @@ the outer radius in mm varies by 15 % (coefficient of variation); the pool's rad
 pixel size = OUTER_RADIUS_MM / (outer radius in pixels); prepare and detect then find the crops
 at that size, as for a header's (data_prep.physical.stack_crops). Measuring the radius again
 from those crops (a second pass) was no better on the calibration patients (mean error 14.4 %
-against 13.5 %, median 10.1 % against 11.5 %), so the estimate is the first pass's. OUTER_RADIUS_MM is calibrated by `python -m tools.calibrate_pixel_size` (docs/scale-and-crop.md
-has its leave-one-patient-out errors). Pixels are taken as square: a header that states nothing
+against 13.5 %, median 10.1 % against 11.5 %), so the estimate is the first pass's.
+OUTER_RADIUS_MM is calibrated by `python -m tools.calibrate_pixel_size` (calibrate(), below;
+docs/scale-and-crop.md has its leave-one-patient-out errors). Pixels are taken as square: a header that states nothing
 says nothing of anisotropy either.
 """
 from __future__ import annotations
