@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from data_prep.dicom import walk
-from data_prep.errors import InputError
+from data_prep.errors import InputError, Where
 from data_prep.keys import public_order_key
 from data_prep.scale import SPACING_KEY, SPACING_NOTE_KEY
 from data_prep.sequence import CineSequence, anonymous_key
@@ -33,7 +33,7 @@ class NiftiSequenceSource:
     @property
     def where(self) -> str:
         """The file and slice, for messages."""
-        return f"{self.path} (slice {self.slice_index + 1} of the 4D volume)"
+        return Where(f"{self.path} (slice {self.slice_index + 1} of the 4D volume)", self.path)
 
     def load(self) -> CineSequence:
         """T x H x W frames of the slice (H = NIfTI y, W = NIfTI x)."""
@@ -114,6 +114,20 @@ def labels_from_info(path, n_frames: int) -> tuple[int, int]:
     return labels[0], labels[1]
 
 
+def check_frame_count(info_path, nii, n_frames: int) -> None:
+    """InputError unless Info.cfg's NbFrame (when it has one) is the volume's time axis."""
+    value = read_info(info_path).get("NbFrame")
+    if value is None:
+        return
+    try:
+        stated = int(float(value))
+    except ValueError:
+        raise InputError(info_path, f"NbFrame is not a frame count: {value!r}") from None
+    if stated != n_frames:
+        raise InputError(info_path, f"NbFrame {stated} contradicts {os.path.basename(nii)}, "
+                                    f"whose time axis has {n_frames} frames")
+
+
 def _nifti_file(folder) -> str | None:
     for pattern in NIFTI_PATTERNS:
         hits = sorted(p for p in glob.glob(os.path.join(folder, pattern)) if "_gt" not in p)
@@ -162,6 +176,7 @@ def _case_sequences(case, source: str) -> list[NiftiSequenceSource]:
     info = os.path.join(case, INFO_FILE)
     ed = es = None
     if os.path.isfile(info) or source == "acdc":
+        check_frame_count(info, nii, n_frames)
         ed, es = labels_from_info(info, n_frames)
     name = os.path.basename(os.path.normpath(case))
     group = anonymous_key(source, "patient", name)

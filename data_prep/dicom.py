@@ -11,7 +11,7 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from data_prep.errors import InputError
+from data_prep.errors import InputError, Where
 from data_prep.keys import public_order_key
 from data_prep.rwave import RWAVE_KEY, trigger_rwave
 from data_prep.scale import SPACING_KEY
@@ -39,6 +39,19 @@ class DicomImage:
     expected: int | None         # CardiacNumberOfImages, when the header says
     has_pixels: bool
     spacing: tuple[float, float] | None = None   # PixelSpacing (row, column) in mm
+    raw: "RawPixels | None" = None               # where the pixels lie, for plain files
+
+
+@dataclass(frozen=True)
+class RawPixels:
+    """Where a plain file's pixels lie and how to read them without parsing the file again:
+    uncompressed little-endian, one frame, one sample, MONOCHROME1/2, no palette (raw_pixels)."""
+    offset: int
+    dtype: str                   # numpy dtype of the stored values
+    bits_stored: int
+    monochrome1: bool
+    slope: float
+    intercept: float
 
 
 @dataclass
@@ -63,7 +76,7 @@ class DicomSequenceSource:
         """The folder, series and slice, for messages (no patient data: a UID tail and a position)."""
         first = self.images[0]
         pos = "?" if first.position is None else f"{first.position:.1f} mm"
-        return f"{self.path} (series ...{first.series[-8:]}, slice at {pos})"
+        return Where(f"{self.path} (series ...{first.series[-8:]}, slice at {pos})", self.path)
 
     def load(self) -> CineSequence:
         """Decode every phase; raises InputError naming the file at fault."""
@@ -128,7 +141,7 @@ def _scan_file(path) -> list[DicomImage]:
     if not _is_multiframe(ds):
         return [DicomImage(str(path), None, series, _position(ds), _float(ds.get("TriggerTime")),
                            _int(ds.get("InstanceNumber")), shape, patient, expected, has_pixels,
-                           _pixel_spacing(ds))]
+                           _pixel_spacing(ds), raw_pixels(ds, shape))]
     images = []
     for k in range(n_frames):
         plane = _frame_item(ds, k, "PlanePositionSequence")
@@ -144,6 +157,36 @@ def _scan_file(path) -> list[DicomImage]:
                                  order if order is not None else k + 1, shape, patient,
                                  expected, has_pixels, _pixel_spacing(measures or ds)))
     return images
+
+
+PLAIN_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")   # implicit / explicit VR LE
+
+
+def raw_pixels(ds, shape) -> RawPixels | None:
+    """RawPixels of a single-frame file as the scan read it, or None where pydicom must decode
+    it (compressed, big endian, colour, palette, signed with unused high bits, odd layouts)."""
+    try:
+        meta = getattr(ds, "file_meta", None)
+        syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+        element = ds.get_item(0x7FE00010, keep_deferred=True)
+        bits = int(ds.get("BitsAllocated", 0))
+        stored = int(ds.get("BitsStored", bits))
+        signed = int(ds.get("PixelRepresentation", 0)) == 1
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+        nbytes = shape[0] * shape[1] * bits // 8
+        raw = isinstance(element, pydicom.dataelem.RawDataElement)
+        if (syntax not in PLAIN_SYNTAXES or not raw or element.value_tell is None or not element.is_little_endian
+                or element.length not in (nbytes, nbytes + 1) or bits not in (8, 16, 32)
+                or int(ds.get("SamplesPerPixel", 1)) != 1
+                or photometric not in ("MONOCHROME1", "MONOCHROME2")
+                or not 1 <= stored <= bits or (signed and stored != bits)):
+            return None
+        slope = _float(ds.get("RescaleSlope")) or 1.0
+        intercept = _float(ds.get("RescaleIntercept")) or 0.0
+        return RawPixels(int(element.value_tell), f"<{'i' if signed else 'u'}{bits // 8}", stored,
+                         photometric == "MONOCHROME1", slope, intercept)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
 
 
 def group_images(images: list[DicomImage]) -> tuple[list[list[DicomImage]], list[InputError]]:
@@ -190,12 +233,18 @@ def _ordered_cine(group: list[DicomImage]) -> list[DicomImage]:
         if im.shape != first.shape:
             raise InputError(_where(im), f"frame size {im.shape[0]}x{im.shape[1]} differs from "
                                          f"{first.shape[0]}x{first.shape[1]} in the same series")
-    expected = {im.expected for im in ordered}
-    if len(expected) == 1 and None not in expected and expected != {len(ordered)}:
-        n = expected.pop()
-        raise InputError(os.path.dirname(first.path),
-                         f"missing frame: {len(ordered)} of {n} phases (CardiacNumberOfImages) "
-                         f"in series ...{first.series[-8:]}")
+    expected = {im.expected for im in ordered} - {None}
+    folder, series = os.path.dirname(first.path), f"series ...{first.series[-8:]}"
+    if len(expected) > 1:
+        raise InputError(folder, f"contradictory CardiacNumberOfImages {sorted(expected)} among "
+                                 f"the images of one slice of {series}")
+    n = expected.pop() if expected else None
+    if n is not None and n > len(ordered):
+        raise InputError(folder, f"missing frame: {len(ordered)} of {n} phases "
+                                 f"(CardiacNumberOfImages) in {series}")
+    if n is not None and n < len(ordered):
+        raise InputError(folder, f"{len(ordered)} phases found where CardiacNumberOfImages says "
+                                 f"{n} in {series}")
     return ordered
 
 
@@ -267,12 +316,38 @@ def _load_frames(images: list[DicomImage]) -> np.ndarray:
     cache = {}
     frames = []
     for im in images:
+        frame = _read_raw(im) if im.raw is not None else None
+        if frame is not None:             # the plain-file path: no second parse of the file
+            frames.append(frame)
+            continue
         if im.path not in cache:
             cache = {im.path: _read_pixels(im.path)}    # keep only the current file in memory
         ds, pixels = cache[im.path]
         frame = pixels if im.frame is None else pixels[im.frame]
         frames.append(_to_grey_units(ds, frame, im))
     return np.stack(frames).astype(np.float32)
+
+
+def _read_raw(im: DicomImage) -> np.ndarray | None:
+    """The frame of a plain file (RawPixels) in scanner units as _to_grey_units gives it, or None
+    where it must be decoded by pydicom (unreadable, short, values beyond BitsStored)."""
+    raw = im.raw
+    count = im.shape[0] * im.shape[1]
+    try:
+        values = np.fromfile(im.path, dtype=raw.dtype, count=count, offset=raw.offset)
+    except (OSError, ValueError):
+        return None
+    if values.size != count:
+        return None
+    bits = np.dtype(raw.dtype).itemsize * 8
+    if raw.bits_stored < bits and int(values.max()) >= 1 << raw.bits_stored:
+        return None                       # unused high bits set: pydicom knows what to do
+    x = values.reshape(im.shape).astype(np.float64)
+    if raw.monochrome1:                   # as _to_grey_units: flip within the stored range
+        lo, hi = (-(2 ** (raw.bits_stored - 1)), 2 ** (raw.bits_stored - 1) - 1) \
+            if raw.dtype.startswith("<i") else (0, 2 ** raw.bits_stored - 1)
+        x = lo + hi - x
+    return x * raw.slope + raw.intercept
 
 
 def _read_pixels(path):

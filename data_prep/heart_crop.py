@@ -11,14 +11,16 @@ fixed side in mm around it. No labels and no training.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import scipy.fft
 
 from data_prep.scale import to_mm_grid
 
-WORK_MM = 2.0                                   # analysis grid (mm per pixel)
+WORK_MM = 3.0                                   # analysis grid (mm per pixel)
 RADII_MM = (9.0, 12.0, 15.0, 19.0, 24.0, 30.0, 36.0)  # LV blood-pool radii tried (mm)
 RING_MM = (3.0, 11.0)                           # myocardial ring: from r + 3 to r + 11 mm
 SIZE_POWER = 0.0                                # score x r^p (p = 1 favoured discs around LV + RV)
@@ -68,7 +70,47 @@ def _sectors(inner_px: float, outer_px: float, n: int) -> list[np.ndarray]:
 
 
 def _filter(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """cv2.filter2D with reflected borders (the reference _filter_bank is checked against)."""
     return cv2.filter2D(image, cv2.CV_32F, kernel, borderType=cv2.BORDER_REFLECT)
+
+
+def _bank_kernels() -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The mean image's kernels (per radius: the disc, then SECTORS ring sectors) and the |H1|
+    image's (per radius: the disc with its wall), in RADII_MM order."""
+    on_mean, on_h1 = [], []
+    for r_mm in RADII_MM:
+        r = r_mm / WORK_MM
+        on_mean.append(_disc(r))
+        on_mean += _sectors(r + RING_MM[0] / WORK_MM, r + RING_MM[1] / WORK_MM, SECTORS)
+        on_h1.append(_disc(r + WALL_MM / WORK_MM))
+    return on_mean, on_h1
+
+
+@functools.lru_cache(maxsize=8)
+def _bank_spectra(shape: tuple[int, int], which: int) -> tuple[np.ndarray, int, tuple]:
+    """(conjugate spectra of kernel bank `which` (0: mean, 1: |H1|) on a grid of `shape` padded
+    by the largest kernel's reach, that reach, the FFT size)."""
+    kernels = _bank_kernels()[which]
+    pad = max(k.shape[0] // 2 for k in kernels)
+    size = tuple(scipy.fft.next_fast_len(n + 2 * pad, real=True) for n in shape)
+    out = np.empty((len(kernels), size[0], size[1] // 2 + 1), np.complex64)
+    for i, k in enumerate(kernels):
+        a = k.shape[0] // 2
+        wrapped = np.zeros(size, np.float32)       # kernel centre at index 0 (circular)
+        wrapped[np.ix_((np.arange(k.shape[0]) - a) % size[0], (np.arange(k.shape[1]) - a) % size[1])] = k
+        out[i] = np.conj(scipy.fft.rfft2(wrapped))
+    return out, pad, size
+
+
+def _filter_bank(image: np.ndarray, which: int) -> np.ndarray:
+    """Every kernel of bank `which` applied as _filter does (correlation, reflected borders), at
+    once through FFTs: K x H x W."""
+    spectra, pad, size = _bank_spectra(image.shape, which)
+    padded = np.pad(image.astype(np.float32), pad, mode="symmetric")   # = cv2.BORDER_REFLECT
+    f = scipy.fft.rfft2(padded, s=size)
+    out = scipy.fft.irfft2(spectra * f[None], s=size, axes=(1, 2))
+    h, w = image.shape
+    return out[:, pad:pad + h, pad:pad + w]
 
 
 def maps(frames: np.ndarray, spacing) -> dict:
@@ -76,11 +118,11 @@ def maps(frames: np.ndarray, spacing) -> dict:
     x = to_mm_grid(frames, spacing, WORK_MM)
     lo, hi = np.percentile(x[:, ::2, ::2], PERCENTILES)
     x = np.clip((x - lo) / max(hi - lo, 1e-6), 0.0, 1.0).astype(np.float32)
-    t = x.shape[0]
-    phase = np.exp(-2j * np.pi * np.arange(t) / t)
-    h1 = (np.abs(np.tensordot(phase, x, axes=(0, 0))) * (2.0 / t)).astype(np.float32)
-    mean = x.mean(axis=0)
-    h, w = mean.shape
+    t, h, w = x.shape
+    angle = 2.0 * np.pi * np.arange(t) / t          # mean and first harmonic in one product
+    basis = np.stack([np.full(t, 1.0 / t), np.cos(angle) * (2.0 / t), np.sin(angle) * (2.0 / t)])
+    mean, re, im = (basis.astype(np.float32) @ x.reshape(t, -1)).reshape(3, h, w)
+    h1 = np.hypot(re, im)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     sigma = CENTRE_SIGMA_MM / WORK_MM
     prior = np.exp(-(((yy - (h - 1) / 2) ** 2 + (xx - (w - 1) / 2) ** 2) / (2 * sigma * sigma)))
@@ -88,15 +130,14 @@ def maps(frames: np.ndarray, spacing) -> dict:
     prior = prior * heart / max(float(heart.max()), 1e-12)
     best = np.zeros_like(mean)
     best_r = np.zeros_like(mean)
-    for r_mm in RADII_MM:
-        r = r_mm / WORK_MM
-        disc = _filter(mean, _disc(r))
+    on_mean = _filter_bank(mean, 0).reshape(len(RADII_MM), 1 + SECTORS, *mean.shape)
+    on_h1 = _filter_bank(h1, 1)
+    for i, r_mm in enumerate(RADII_MM):
+        disc, sectors = on_mean[i, 0], on_mean[i, 1:]
         # brighter than its ring in every direction: the LV pool inside its myocardium (the RV
         # pool borders bright fat or the atrium on one side)
-        contrast = np.min([disc - _filter(mean, k) for k in
-                           _sectors(r + RING_MM[0] / WORK_MM, r + RING_MM[1] / WORK_MM, SECTORS)],
-                          axis=0)
-        motion = np.sqrt(np.clip(_filter(h1, _disc(r + WALL_MM / WORK_MM)), 0.0, None))
+        contrast = disc - sectors.max(axis=0)
+        motion = np.sqrt(np.clip(on_h1[i], 0.0, None))
         score = np.clip(contrast, 0.0, None) * motion * prior * r_mm ** SIZE_POWER
         better = score > best
         best[better], best_r[better] = score[better], r_mm

@@ -1,27 +1,47 @@
 """Prepare one patient's cine stack at a fixed pixel size in mm, cropped around the LV (or centre).
 
 The physical path of data_prep.prepare and tools.detect (docs/scale-and-crop.md): every slice's
-pixel spacing is resolved (header, else the --input-mm-per-px fallback, else an InputError), the
-stack's LV crops are found together (data_prep.heart_crop.find_stack), and each slice becomes
-steps x S x S uint8 frames covering the contract's mm square around its crop centre.
+pixel spacing is resolved (header, else the --input-mm-per-px override, else estimated from the
+stack's images: data_prep.pixel_size), the stack's LV crops are found together
+(data_prep.heart_crop.find_stack), and each slice becomes steps x S x S uint8 frames covering the
+contract's mm square around its crop centre.
 """
 from __future__ import annotations
 
 from data_prep.errors import InputError
 from data_prep.heart_crop import HeartCrop, find_stack
-from data_prep.scale import physical_steps, resolve_spacing
+from data_prep.pixel_size import estimate_stack
+from data_prep.scale import PLAUSIBLE_MM, physical_steps, resolve_spacing
 
 
 def stack_crops(seqs, contract, input_mm_per_px, wheres) -> tuple[list, list]:
     """([(seq, spacing, spacing source, HeartCrop, where)], [InputError]) for loaded sequences
-    of one patient, for a physical contract; input_mm_per_px: the size of headers without one."""
-    ok, problems = [], []
+    of one patient, for a physical contract. A sequence's pixel size is its header's, else
+    input_mm_per_px (the --input-mm-per-px override), else estimated from the images of the
+    stack's sequences that lack one (data_prep.pixel_size; one estimate per frame shape)."""
+    ok, unknown, problems = [], {}, []
     for seq, where in zip(seqs, wheres):
         try:
             spacing, how = resolve_spacing(seq, input_mm_per_px, where)
-            ok.append((seq, spacing, how, where))
         except InputError as exc:
             problems.append(exc)
+            continue
+        if spacing is None:
+            unknown.setdefault(seq.frames.shape[1:], []).append((seq, where, how))
+        else:
+            ok.append((seq, spacing, how, where))
+    for members in unknown.values():
+        size = estimate_stack([seq.frames for seq, _, _ in members], contract.field_mm)
+        lo, hi = PLAUSIBLE_MM
+        for seq, where, why in members:
+            if size is None or not lo <= size.mm_per_px <= hi:
+                found = "no outer LV edge found" if size is None else \
+                    f"{size.mm_per_px:.3g} mm is implausible"
+                problems.append(InputError(where, f"{why}, and none could be estimated from the "
+                                                  f"images ({found}); pass --input-mm-per-px "
+                                                  f"<its pixel size in mm>"))
+            else:
+                ok.append((seq, (size.mm_per_px, size.mm_per_px), "estimated", where))
     field = contract.field_mm
     if contract.crop == "lv":
         crops = find_stack([(seq.frames, spacing) for seq, spacing, _, _ in ok], field)
@@ -58,7 +78,8 @@ CROPS_NAME = "crops.json"            # per row: input spacing, where it came fro
 CROPS_PLOT = "crops.png"
 CROPS_ABOUT = ("crop of each stored row: centre (row, col) in input pixels and in mm from the "
                "top-left pixel centre, LV radius found (0 for crop = centre), side in mm; input "
-               "pixel size (row, col) and whether the header or --mm-per-px gave it")
+               "pixel size (row, col) and where it came from: header, override "
+               "(--input-mm-per-px) or estimated (from the images, data_prep.pixel_size)")
 
 
 def crop_summary(crops: list[dict]) -> dict:

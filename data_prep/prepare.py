@@ -23,11 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.errors import InputError
+from data_prep.errors import InputError, problem_lines
 from data_prep.hdf5 import H5_NAME, SequenceWriter
 from data_prep.physical import (CROPS_ABOUT, CROPS_NAME, CROPS_PLOT, crop_summary, plot_crops,
                                 stack_steps)
 from data_prep.preprocess import prepare_sequence, row_from_steps
+from data_prep.pixel_size import ESTIMATE
 from data_prep.scale import RESAMPLE
 from data_prep.readers import SOURCES, find_sequences
 from data_prep.splits import DEFAULT_FOLDS, DEFAULT_SEED, assign_folds, write_splits
@@ -67,8 +68,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="with --mm-per-px: centre the square on the LV found in the images (lv, "
                         "the default) or on the image centre")
     p.add_argument("--input-mm-per-px", type=float,
-                   help="with --mm-per-px: the input pixel size for sequences whose header "
-                        "states none (no PixelSpacing, or NIfTI's 1 x 1 x 1 placeholder)")
+                   help="with a physical scale: the input pixel size of sequences whose header "
+                        "states none (no PixelSpacing, or NIfTI's 1 x 1 x 1 placeholder); "
+                        "default: estimated from the images (docs/scale-and-crop.md)")
     p.add_argument("--plot-crops", action="store_true",
                    help=f"with --mm-per-px: draw every sequence's crop on its mean frame "
                         f"(OUT/{CROPS_PLOT})")
@@ -85,8 +87,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="decoding processes (1: no pool)")
     args = p.parse_args(argv)
-    given = [k for k in ("source", "size", "roi", "steps", "label", "seed", "mm_per_px", "crop",
-                         "input_mm_per_px") if getattr(args, k) is not None]
+    given = [k for k in ("source", "size", "roi", "steps", "label", "seed", "mm_per_px", "crop")
+             if getattr(args, k) is not None]
+    if args.input_mm_per_px is not None and not args.input_mm_per_px > 0:
+        p.error("--input-mm-per-px must be > 0")
     if args.recipe:
         if given:
             p.error(f"--recipe sets {', '.join('--' + k for k in given)}; give one or the other")
@@ -101,7 +105,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         # a synthetic cohort is written as DICOM (data_prep.synthetic)
         args.source = "dicom" if spec.source == "synthetic" else spec.source
         args.seed = spec.seed
-        args.input_mm_per_px = spec.input_mm_per_px
     else:
         if args.test_data:
             p.error("--test-data needs --recipe")
@@ -114,10 +117,8 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error("--size must be >= 1 and --steps >= 2")
         if not 0 < args.roi <= 1:
             p.error("--roi must be in (0, 1]")
-        if args.mm_per_px is None and (args.crop or args.input_mm_per_px):
-            p.error("--crop and --input-mm-per-px need --mm-per-px")
-        if args.input_mm_per_px is not None and not args.input_mm_per_px > 0:
-            p.error("--input-mm-per-px must be > 0")
+        if args.mm_per_px is None and args.crop:
+            p.error("--crop needs --mm-per-px")
         crop = "centre square" if args.mm_per_px is None else (args.crop or "lv")
         try:
             args.contract = SequenceContract(steps=args.steps, stored_size=args.size,
@@ -127,6 +128,9 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error(str(err))
     if args.plot_crops and not args.contract.physical:
         p.error("--plot-crops needs a physical scale (--mm-per-px, or a recipe with mm_per_px)")
+    if args.input_mm_per_px is not None and not args.contract.physical:
+        p.error("--input-mm-per-px needs a physical scale (--mm-per-px, or a recipe with "
+                "mm_per_px)")
     return args
 
 
@@ -134,7 +138,8 @@ def _prepare_one(job):
     """Worker: [(index in job, row or (path, problem), crop record or None)] for one job's items.
 
     A plain job is one sequence; a physical one (contract.mm_per_px) one patient's stack, whose
-    LV crops are found together. InputErrors come back as (path, problem): they do not pickle.
+    LV crops are found together. InputErrors come back as (path, problem, file): they do not
+    pickle.
     """
     items, contract, input_mm_per_px = job
     if not contract.physical:
@@ -142,7 +147,7 @@ def _prepare_one(job):
         try:
             row = prepare_sequence(item.load(), contract, where=item.where)
         except InputError as exc:
-            row = (exc.path, exc.problem)
+            row = exc.as_tuple()
         return [(0, row, None)]
     out, seqs, wheres, index = [], [], [], {}
     for k, item in enumerate(items):
@@ -151,17 +156,17 @@ def _prepare_one(job):
             wheres.append(item.where)
             index[id(seqs[-1])] = k
         except InputError as exc:
-            out.append((k, (exc.path, exc.problem), None))
+            out.append((k, exc.as_tuple(), None))
     for seq, steps_or_error, record in stack_steps(seqs, contract, input_mm_per_px, wheres):
         if isinstance(steps_or_error, InputError):
             k = index[id(seq)] if seq is not None else _index_of(items, steps_or_error)
-            out.append((k, (steps_or_error.path, steps_or_error.problem), None))
+            out.append((k, steps_or_error.as_tuple(), None))
             continue
         k = index[id(seq)]
         try:
             out.append((k, row_from_steps(seq, steps_or_error, contract, items[k].where), record))
         except InputError as exc:
-            out.append((k, (exc.path, exc.problem), None))
+            out.append((k, exc.as_tuple(), None))
     return sorted(out, key=lambda r: r[0])
 
 
@@ -224,10 +229,14 @@ def run(args) -> int:
     problems: list[InputError] = []
 
     def problem(exc: InputError):
-        tqdm.write(f"{'error' if args.on_error == 'stop' else 'skipped'}: {exc}", file=sys.stderr)
         problems.append(exc)
         if args.on_error == "stop":
+            tqdm.write(f"error: {exc}", file=sys.stderr)
             raise Stop
+
+    def say_problems():              # one line per file and cause (errors.problem_lines)
+        for line in problem_lines(problems):
+            print(f"skipped: {line}", file=sys.stderr)
 
     found, scan_problems = find_sequences(args.source, args.input, args.labels, args.workers)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -237,6 +246,7 @@ def run(args) -> int:
         for exc in scan_problems:
             problem(exc)
         if not found:
+            say_problems()
             print(f"{args.input}: no sequences to write", file=sys.stderr)
             return 1
         contract = args.contract
@@ -270,13 +280,14 @@ def run(args) -> int:
                         crops.append(dict(crop, row=len(groups) - 1))
                         spacing_from[crop["spacing_from"]] += 1
         bar.close()
+        say_problems()
         if not groups:
             print(f"{args.input}: every sequence was skipped; nothing written", file=sys.stderr)
             return 1
         splits = _splits(tmp, groups, order, args)
         summary = {
             "written": len(groups), "patients": len(set(groups)), "unlabelled": unlabelled,
-            "skipped": len(problems),
+            "skipped": len(problems), "problem_lines": len(problem_lines(problems)),
             "skipped_reasons": dict(Counter(_scrub(p.problem) for p in problems)),
             "resampled_from_frames": {str(k): v for k, v in sorted(resampled.items())},
         }
@@ -318,7 +329,8 @@ def _provenance(args, summary: dict, splits: dict) -> dict:
         "input": os.path.basename(os.path.normpath(args.input)),   # basename only: paths may hold names
         "recipe": args.recipe,          # the sequence contract itself is added by the writer
         "parameters": {"folds": args.folds, "seed": args.seed, "on_error": args.on_error,
-                       **({"input_mm_per_px": args.input_mm_per_px, "resample": RESAMPLE}
+                       **({"input_mm_per_px": args.input_mm_per_px, "resample": RESAMPLE,
+                           "pixel_size_estimate": ESTIMATE}
                           if args.contract.physical else {})},
         "counts": summary,
         "splits": {k: v for k, v in splits.items() if k != "folds"},

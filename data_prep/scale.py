@@ -1,9 +1,15 @@
 """Physical scale: the pixel size a sequence's header states, and frames resampled to a fixed mm grid.
 
 Rows and columns may have different spacings (DICOM PixelSpacing is [row, column] spacing, i.e.
-the distance between rows, then between columns). A header that states no spacing, or only the
-NIfTI placeholder 1 x 1 x 1 with unknown units (what a converter writes when it knows none; about
-40% of the ACDC copy), has none: the caller's --input-mm-per-px is used, else one InputError.
+the distance between rows, then between columns). What counts as "no pixel size" (the readers
+decide, and say why in SPACING_NOTE_KEY): a DICOM image with neither PixelSpacing nor
+ImagerPixelSpacing (nor a per-frame PixelMeasuresSequence), or one whose value is not two numbers;
+a NIfTI header whose spatial units are unknown and whose pixdim[1:4] is exactly 1, 1, 1 (the
+placeholder converters write when they know none; 21 of the ACDC copy's 50 patients). Anything
+else stated is a pixel size: NIfTI 1 x 1 x 1 in mm, unknown units with other values (read as mm),
+and values outside PLAUSIBLE_MM are one InputError (a broken header, not a missing one). Where the
+header has none, the caller's --input-mm-per-px is used ("override"), else the stack's pixel size
+is estimated from its images (data_prep.pixel_size, in data_prep.physical.stack_crops).
 """
 from __future__ import annotations
 
@@ -23,18 +29,21 @@ def header_spacing(seq) -> tuple[float, float] | None:
     return None if value is None else (float(value[0]), float(value[1]))
 
 
-def resolve_spacing(seq, fallback_mm: float | None, where) -> tuple[tuple[float, float], str]:
-    """((row, column) mm per pixel, 'header' | 'fallback'); InputError where neither exists."""
+SPACING_SOURCES = ("header", "override", "estimated")   # where a sequence's pixel size came from
+
+
+def resolve_spacing(seq, override_mm: float | None, where):
+    """((row, column) mm per pixel, 'header' | 'override'), or (None, why the header has none)
+    where it has none and no override is given; InputError for an implausible header value."""
     spacing = header_spacing(seq)
     if spacing is not None:
         lo, hi = PLAUSIBLE_MM
         if not all(np.isfinite(spacing)) or not all(lo <= s <= hi for s in spacing):
             raise InputError(where, f"implausible pixel spacing {spacing} mm in the header")
         return spacing, "header"
-    if fallback_mm is None:
-        note = (seq.meta or {}).get(SPACING_NOTE_KEY) or "no pixel spacing in the header"
-        raise InputError(where, f"{note}; pass --input-mm-per-px <its pixel size in mm> to say it")
-    return (float(fallback_mm), float(fallback_mm)), "fallback"
+    if override_mm is not None:
+        return (float(override_mm), float(override_mm)), "override"
+    return None, (seq.meta or {}).get(SPACING_NOTE_KEY) or "no pixel spacing in the header"
 
 
 def crop_box(centre_px, side_mm: float, spacing) -> tuple[int, int, int, int]:

@@ -30,7 +30,7 @@ from pathlib import Path
 from distributed import WorkerPlugin
 
 from data_prep import keys
-from data_prep.errors import InputError
+from data_prep.errors import InputError, problem_lines
 from tempregnet import detection
 from tempregnet.detection import OUTPUT_CSV, OUTPUT_JSON
 from tempregnet.model_spec import ModelSpec, load_spec
@@ -66,7 +66,7 @@ class Options:
     source: str = "auto"
     decoder: str = "fit"
     stack: bool = False
-    input_mm_per_px: float | None = None     # headers without a pixel size (fixed-mm models)
+    input_mm_per_px: float | None = None     # override for headers without a pixel size
     augment: bool = False                     # test-time augmentation (inference.augmentation_views)
     report: bool = False                      # plots per sequence and report.html (tempregnet.report)
 
@@ -152,8 +152,8 @@ def _scrub(text: str) -> str:
 def detect_study(study: Study, options: Options, fingerprint: str) -> dict:
     """Task: every sequence of one study -> its result (detections, problems, stage times).
 
-    Problems with the input (corrupt file, bad sequence) are part of the result, one line each;
-    the console line keeps the path, the written cause has paths scrubbed."""
+    Problems with the input (corrupt file, bad sequence) are part of the result, one line per
+    file and cause; the console line keeps the path, the written cause has paths scrubbed."""
     from tempregnet.detection import (decode_input_stacks, detection_record, find_inputs,
                                       loaded_sequences)
     from tempregnet.inference import predict_sequence
@@ -164,10 +164,10 @@ def detect_study(study: Study, options: Options, fingerprint: str) -> dict:
     tic = time.perf_counter()
     found, scan_problems = find_inputs(study.path, options.source)
     times["read"] += time.perf_counter() - tic
-    problems += [str(err) for err in scan_problems]
+    problems += scan_problems
     done = []
     sequences = loaded_sequences(found, loaded.contract, options.input_mm_per_px,
-                                 lambda err: problems.append(str(err)))
+                                 problems.append)
     while True:
         tic = time.perf_counter()
         item_seq_crop = next(sequences, None)     # reading (and the LV crops of a stack)
@@ -179,12 +179,12 @@ def detect_study(study: Study, options: Options, fingerprint: str) -> dict:
             with lock:
                 result = predict_sequence(loaded, seq, options.decoder, crop=crop,
                                           augment=options.augment)
-        except InputError as err:
-            problems.append(str(err))
+        except InputError as err:            # named by its input file, not the anonymous key
+            problems.append(InputError(item.where, err.problem))
             continue
         except ValueError as err:            # e.g. the net produced NaN: name the sequence
-            problems.append(str(InputError(getattr(item, "path", study.path),
-                                           f"sequence {item.seq_id}: {err}")))
+            problems.append(InputError(getattr(item, "path", study.path),
+                                       f"sequence {item.seq_id}: {err}"))
             continue
         for stage, seconds in result["stage_s"].items():
             times[stage] += seconds
@@ -201,7 +201,7 @@ def detect_study(study: Study, options: Options, fingerprint: str) -> dict:
             pictures.append((seq.seq_id, *render_detection(seq, result, loaded.contract)))
     status = "ok" if not problems else ("partial" if records else "failed")
     return {"study": study.key, "input": study.input, "status": status,
-            "n_sequences": len(records), "problems": problems, "sequences": records,
+            "n_sequences": len(records), "problems": problem_lines(problems), "sequences": records,
             "times_s": times, **({PICTURES: pictures} if options.report else {})}
 
 
@@ -281,7 +281,7 @@ def merge(out: Path, settings: dict, studies: list[Study], done: dict) -> dict:
         summary.append({"input": s.input, "study": s.key, "status": r["status"],
                         "n_sequences": r["n_sequences"], "problems": r["problems"]})
     n_problems = sum(len(r["problems"]) for r in summary)
-    write_csv_atomic(out / OUTPUT_CSV, sequences, CSV_COLUMNS)
+    write_csv_atomic(out / OUTPUT_CSV, detection.csv_rows(sequences), CSV_COLUMNS)
     write_json_atomic(out / OUTPUT_JSON, {
         "frames": "original frame numbers: *_0based from 0, *_1based from 1; *_instance is the "
                   "DICOM InstanceNumber of that frame (empty for NIfTI)",

@@ -15,7 +15,8 @@ OUTPUT_JSON, OUTPUT_CSV, PLOT_DIR = "detections.json", "detections.csv", "plots"
 THUMB_DIR = "thumbs"          # under PLOT_DIR: the review page's row pictures
 CSV_COLUMNS = ["input", "seq_id", "slice", "n_frames", "ed_0based", "es_0based", "ed_1based",
                "es_1based", "ed_instance", "es_instance", "ed_true_0based", "es_true_0based",
-               "confidence", "time_s"]
+               "confidence", "input_mm_per_px_row", "input_mm_per_px_col", "pixel_size_from",
+               "time_s"]
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
@@ -91,6 +92,18 @@ def detection_record(input_index: int, seq, result: dict) -> dict:
         **({"stack_size": result["stack_size"]} if "stack_size" in result else {}),
         **({"crop": result["crop"]} if "crop" in result else {}),
     }
+
+
+def csv_rows(records: list[dict]) -> list[dict]:
+    """Records as CSV rows: a fixed-mm model's input pixel size and where it came from (header,
+    override, estimated) lifted out of each record's crop; empty for other models."""
+    rows = []
+    for rec in records:
+        crop = rec.get("crop") or {}
+        size = crop.get("input_mm_per_px") or ("", "")
+        rows.append({**rec, "input_mm_per_px_row": size[0], "input_mm_per_px_col": size[1],
+                     "pixel_size_from": crop.get("spacing_from", "")})
+    return rows
 
 
 def loaded_sequences(found, contract, input_mm_per_px, problem):

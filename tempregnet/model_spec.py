@@ -112,7 +112,8 @@ def add_net_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-mm-per-px", type=float,
                    help="input pixel size for sequences whose header states none (no "
                         "PixelSpacing, NIfTI's 1 x 1 x 1 placeholder), for a model trained on "
-                        "fixed-mm frames (docs/scale-and-crop.md)")
+                        "fixed-mm frames; default: estimated from the images "
+                        "(docs/scale-and-crop.md)")
 
 
 def spec_from_args(args) -> ModelSpec:

@@ -39,9 +39,8 @@ class DataSpec:
     # taken ("lv" or "image centre"); None and "centre square": the roi of the scanner's frame.
     mm_per_px: float | None = None
     crop: str = "centre square"
-    # The input pixel size for sequences whose header states none (not a contract fact: a
-    # statement about the data, e.g. the ACDC copy's 1 x 1 x 1 placeholder headers).
-    input_mm_per_px: float | None = None
+    # No input pixel size here: headers without one are estimated from the images
+    # (data_prep.pixel_size); --input-mm-per-px overrides it per command.
 
 
 @dataclass(frozen=True)

@@ -62,10 +62,10 @@ def test_truncated_header(tmp_path):
 
 
 def test_no_pixel_data(tmp_path):
-    paths = good_series(tmp_path, t=3)
+    paths = good_series(tmp_path, t=3, omit=("CardiacNumberOfImages",))   # no count to contradict
     write_dicom_series(tmp_path, frames_of(1), series_uid="1.1", slice_location=0.0,
-                       trigger_times=[999.0], instance_numbers=[9], omit=("PixelData",),
-                       file_names=["nopix"])
+                       trigger_times=[999.0], instance_numbers=[9],
+                       omit=("PixelData", "CardiacNumberOfImages"), file_names=["nopix"])
     err = only_problem("dicom", tmp_path)
     assert err.path.endswith("nopix") and err.problem == "no pixel data"
     assert len(paths) == 3
@@ -130,7 +130,8 @@ def test_3d_nifti_where_4d_expected(tmp_path):
 
 def test_info_cfg_without_ed_es(tmp_path):
     patient = _acdc(tmp_path)
-    (patient / "Info.cfg").write_text("Group: NOR\nNbFrame: 20\n")
+    n = nib.load(patient / "patient001_4d.nii.gz").shape[3]
+    (patient / "Info.cfg").write_text(f"Group: NOR\nNbFrame: {n}\n")
     err = only_problem("acdc", patient)
     assert err.path.endswith("Info.cfg") and err.problem.startswith("no ED line")
 
@@ -220,3 +221,63 @@ def test_read_any_raises_first_problem(tmp_path):
     (tmp_path / "x.dcm").write_bytes(b"nope" * 100)
     with pytest.raises(InputError, match="x.dcm: not a DICOM file"):
         read_any("dicom", tmp_path)
+
+
+# --- frame counts that contradict the images (issue 23) -------------------------------------------
+
+def test_info_cfg_nbframe_contradicts_the_volume(tmp_path):
+    """The synthetic writer's ACDC patient with Info.cfg's NbFrame changed: one error naming
+    Info.cfg and the volume, for prepare's scan and its CLI."""
+    patient = _acdc(tmp_path)
+    info = patient / "Info.cfg"
+    n = nib.load(patient / "patient001_4d.nii.gz").shape[3]
+    info.write_text(info.read_text().replace(f"NbFrame: {n}\n", f"NbFrame: {n + 3}\n"))
+    err = only_problem("acdc", patient)
+    assert err.path == str(info)
+    assert err.problem == (f"NbFrame {n + 3} contradicts patient001_4d.nii.gz, whose time axis "
+                           f"has {n} frames")
+    line = _cli_problem(tmp_path, "acdc", patient)
+    assert "Info.cfg: NbFrame" in line
+
+
+def _retag(paths, **tags):
+    import pydicom
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        for key, value in tags.items():
+            setattr(ds, key, value)
+        ds.save_as(path)
+
+
+def test_more_phases_than_cardiac_number_of_images(tmp_path):
+    paths = good_series(tmp_path, t=5)
+    _retag(paths, CardiacNumberOfImages=4)
+    err = only_problem("dicom", tmp_path)
+    assert err.path == str(tmp_path)
+    assert "5 phases found where CardiacNumberOfImages says 4" in err.problem
+
+
+def test_contradictory_cardiac_number_of_images(tmp_path):
+    paths = good_series(tmp_path, t=5)
+    _retag(paths[:2], CardiacNumberOfImages=6)
+    err = only_problem("dicom", tmp_path)
+    assert "contradictory CardiacNumberOfImages [5, 6]" in err.problem
+
+
+def test_one_problem_line_per_file_and_cause(tmp_path):
+    """Every slice of one 4D NIfTI failing the same way is one line naming the file and the
+    count; two causes in one file are two lines (errors.problem_lines, through the CLI)."""
+    def blank(d):
+        d[:, :, :, 3] = 7.0                       # frame 4 of every slice: constant
+    patient, n_slices = _nifti_with(tmp_path, blank)
+    out = tmp_path / "out"
+    res = _run("--source", "acdc", patient, out, "--workers", "1")
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("skipped:")]
+    assert lines == [f"skipped: {patient / 'patient001_4d.nii.gz'}: constant image: frame 3 has "
+                     f"a single value ({n_slices} sequences of this file)"], res.stderr
+    from data_prep.errors import Where, problem_lines
+    a, b = (InputError(Where(f"f.nii (slice {k})", "f.nii"), "bad") for k in (1, 2))
+    c = InputError(Where("f.nii (slice 3)", "f.nii"), "worse")
+    d = InputError("g.nii", "bad")
+    assert problem_lines([a, c, b, d]) == ["f.nii: bad (2 sequences of this file)",
+                                           "f.nii (slice 3): worse", "g.nii: bad"]

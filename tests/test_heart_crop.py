@@ -12,6 +12,7 @@ from data_prep.errors import InputError
 from data_prep.hdf5 import load_prepared
 from data_prep.heart_crop import find_stack
 from data_prep.physical import CROPS_NAME
+from data_prep.pixel_size import estimate_stack, outer_radius_px, temporal_mean
 from data_prep.scale import crop_box, crop_padded, resolve_spacing, to_mm_grid
 from data_prep.sequence import CineSequence
 from data_prep.synthetic import KIND_PARAMS, generate_patient, write_dicom_series
@@ -123,12 +124,11 @@ def test_lv_found_in_noisy_moved_and_rotated_stacks():
                 assert err <= CENTRE_TOLERANCE_MM, (index, kw, i, err)
 
 
-def test_spacing_missing_is_one_clear_error_unless_given():
+def test_spacing_missing_is_none_unless_overridden():
     seq = CineSequence(np.random.rand(4, 8, 8).astype(np.float32), "a", "g", "nifti",
                        meta={"pixel_spacing_note": "NIfTI pixdim is the 1 x 1 x 1 placeholder"})
-    with pytest.raises(InputError, match="placeholder.*--input-mm-per-px"):
-        resolve_spacing(seq, None, "case1")
-    assert resolve_spacing(seq, 1.5, "case1") == ((1.5, 1.5), "fallback")
+    assert resolve_spacing(seq, None, "case1") == (None, "NIfTI pixdim is the 1 x 1 x 1 placeholder")
+    assert resolve_spacing(seq, 1.5, "case1") == ((1.5, 1.5), "override")
     seq.meta["pixel_spacing_mm"] = (1.25, 1.5)
     assert resolve_spacing(seq, 2.0, "case1") == ((1.25, 1.5), "header")   # the header wins
     seq.meta["pixel_spacing_mm"] = (0.0, 1.5)
@@ -136,20 +136,70 @@ def test_spacing_missing_is_one_clear_error_unless_given():
         resolve_spacing(seq, None, "case1")
 
 
-def test_prepare_without_spacing_names_the_file(tmp_path):
+def test_prepare_without_spacing_estimates_it_or_takes_the_override(tmp_path):
     p = _phantom(0, fov_mm=300.0, size=128)
     src = tmp_path / "dicom"
     write_dicom_series(src, p.slices[0], series_uid="1.2.3", slice_location=0.0,
                        omit=("PixelSpacing",))
     out = tmp_path / "prep"
     assert prepare.main(["--source", "dicom", str(src), str(out), "--size", "32",
-                         "--mm-per-px", "4", "--workers", "1", "--strict"]) == 1
-    assert not out.exists()
+                         "--mm-per-px", "4", "--workers", "1", "--folds", "1"]) == 0
+    crop, = json.loads((out / CROPS_NAME).read_text())["sequences"]
+    estimate = estimate_stack([p.slices[0]], 128.0)
+    assert crop["spacing_from"] == "estimated"
+    assert crop["input_mm_per_px"] == pytest.approx([estimate.mm_per_px] * 2, rel=1e-4)
+    assert load_prepared(out)["provenance"]["counts"]["input_spacing_from"] == {"estimated": 1}
+    out = tmp_path / "prep2"
     assert prepare.main(["--source", "dicom", str(src), str(out), "--size", "32",
                          "--mm-per-px", "4", "--input-mm-per-px", "2.34375", "--workers", "1",
                          "--folds", "1"]) == 0
-    crops = json.loads((out / CROPS_NAME).read_text())["sequences"]
-    assert crops[0]["spacing_from"] == "fallback"
+    crop, = json.loads((out / CROPS_NAME).read_text())["sequences"]
+    assert crop["spacing_from"] == "override" and crop["input_mm_per_px"] == [2.34375] * 2
+
+
+def _rings(size: int, mm_per_px: float, pool_mm=22.0, wall_mm=10.0, frames=6):
+    """A bright pool in a dark ring on a lighter background, beating, at mm_per_px (numpy)."""
+    c = (size - 1) / 2.0
+    yy, xx = np.mgrid[0:size, 0:size]
+    r = np.hypot(yy - c, xx - c) * mm_per_px
+    out = []
+    for k in range(frames):
+        pool = pool_mm * (1.0 - 0.15 * np.sin(np.pi * k / frames))
+        img = np.where(r <= pool, 200.0, np.where(r <= pool_mm + wall_mm, 40.0, 150.0))
+        out.append(img)
+    return np.stack(out).astype(np.float32), (c, c)
+
+
+@pytest.mark.parametrize("mm_per_px", [0.8, 1.5, 2.2])
+def test_outer_radius_is_the_ring_edge_in_pixels(mm_per_px):
+    """The rays cross the pool's ring outwards at its outer edge: pool + wall mm, in pixels."""
+    frames, centre = _rings(int(200 / mm_per_px), mm_per_px)
+    disc_px = 20.0 / mm_per_px
+    got = outer_radius_px(temporal_mean(frames), centre, disc_px, mm_per_px)
+    assert got == pytest.approx(32.0 / mm_per_px, abs=1.0)
+
+
+def test_nifti_placeholder_rules(tmp_path):
+    """Exactly what counts as no pixel size in a NIfTI header (data_prep.scale's docstring)."""
+    nib = pytest.importorskip("nibabel")
+    from data_prep.acdc import nifti_spacing
+    cases = [(("unknown", (1.0, 1.0, 1.0)), None),
+             (("mm", (1.0, 1.0, 1.0)), (1.0, 1.0)),
+             (("unknown", (1.0, 1.0, 10.0)), (1.0, 1.0)),
+             (("unknown", (1.5625, 1.5625, 10.0)), (1.5625, 1.5625)),
+             (("mm", (1.25, 1.5, 8.0)), (1.5, 1.25)),             # rows are pixdim[2] apart
+             (("meter", (0.0015, 0.0015, 0.01)), (1.5, 1.5))]
+    for k, ((units, zooms), expected) in enumerate(cases):
+        image = nib.Nifti1Image(np.zeros((4, 4, 2, 3), np.int16), np.eye(4))
+        image.header.set_zooms(zooms + (1.0,))
+        image.header.set_xyzt_units(units)
+        path = tmp_path / f"c{k}.nii.gz"
+        nib.save(image, path)
+        spacing, note = nifti_spacing(path)
+        if expected is None:
+            assert spacing is None and "placeholder" in note, (units, zooms)
+        else:
+            assert spacing == pytest.approx(expected, rel=1e-6) and note is None, (units, zooms)
 
 
 def test_mm_grid_and_padded_crop_against_numpy():
@@ -180,3 +230,16 @@ def test_image_centre_crop_is_the_centre_at_the_same_scale(tmp_path):
     assert crop["side_mm"] == pytest.approx(128.0)
     contract = read_contract(out)
     assert (contract.crop, contract.mm_per_px, contract.field_mm) == ("image centre", 4.0, 128.0)
+
+
+@pytest.mark.parametrize("shape", [(47, 44), (127, 127), (64, 90)])
+def test_filter_bank_is_filter2d_with_reflected_borders(shape):
+    """The FFT bank of the crop finder gives what cv2.filter2D (BORDER_REFLECT) gives, kernel by
+    kernel, borders included."""
+    from data_prep.heart_crop import _bank_kernels, _filter, _filter_bank
+    image = np.random.default_rng(3).random(shape).astype(np.float32)
+    for which, kernels in enumerate(_bank_kernels()):
+        got = _filter_bank(image, which)
+        assert got.shape == (len(kernels),) + shape
+        for k, kernel in enumerate(kernels):
+            np.testing.assert_allclose(got[k], _filter(image, kernel), atol=2e-5)

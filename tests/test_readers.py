@@ -242,3 +242,49 @@ def test_find_sequences_is_lazy_and_reports_problems(tmp_path):
     assert len(found) == 1 and found[0].load().n_frames == 3
     assert [p.problem for p in problems] == ["not a DICOM file"]
     assert problems[0].path.endswith("notes.txt")
+
+
+# --- the plain-file path (read once, no second parse; issue 23's speed) --------------------------
+
+def _both_ways(folder):
+    """Frames of every sequence as load() gives them, and as pydicom decodes them; how many
+    images took the plain-file path."""
+    import dataclasses
+    from data_prep.dicom import _load_frames
+    found, problems = find_sequences("dicom", folder)
+    assert not problems
+    plain = sum(im.raw is not None for s in found for im in s.images)
+    return [(s.load().frames, _load_frames([dataclasses.replace(im, raw=None)
+                                            for im in s.images])) for s in found], plain
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(dtype="uint16", rescale=(2.0, -100.0)),
+                                dict(tags={"PhotometricInterpretation": "MONOCHROME1"}),
+                                dict(rescale=(0.5, 3.25))])
+def test_plain_files_read_raw_equal_pydicom(tmp_path, kw):
+    frames = np.random.default_rng(1).integers(0, 3000, (4, 12, 10)).astype(np.float64)
+    write_dicom_series(tmp_path, frames, series_uid="1.9", slice_location=0.0, **kw)
+    pairs, plain = _both_ways(tmp_path)
+    assert plain == 4
+    for fast, slow in pairs:
+        np.testing.assert_array_equal(fast, slow)
+
+
+def test_files_pydicom_must_decode_take_its_path(tmp_path):
+    """Compressed pixels, and 12 stored bits with the unused high bits set, are decoded by
+    pydicom (the plain path declines them) and give what pydicom gives."""
+    frames = np.random.default_rng(2).integers(0, 3000, (3, 8, 8)).astype(np.float64)
+    paths = write_dicom_series(tmp_path / "rle", frames, series_uid="1.8", slice_location=0.0)
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        ds.compress(RLELossless)
+        ds.save_as(p)
+    pairs, plain = _both_ways(tmp_path / "rle")
+    assert plain == 0 and np.array_equal(*pairs[0])
+    high = frames.copy()
+    high[0, 0, 0] = 40000                                  # beyond 12 bits
+    write_dicom_series(tmp_path / "bits", high, series_uid="1.7", slice_location=0.0,
+                       dtype="uint16", tags={"BitsStored": 12, "HighBit": 11})
+    pairs, plain = _both_ways(tmp_path / "bits")
+    assert plain == 3                                       # located, then declined on reading
+    np.testing.assert_array_equal(*pairs[0])

@@ -1,5 +1,6 @@
 """Physical scale through the commands: detect crops as the run's data was cropped, evaluate_afd
 refuses frames of another geometry, a missing pixel size is one clear problem."""
+import csv
 import json
 
 import numpy as np
@@ -65,22 +66,73 @@ def test_detect_crops_around_the_lv_and_says_where(phantom_study, physical_prepa
         sorted(tuple(r["crop"]["centre_px"]) for r in det["sequences"])
 
 
-def test_detect_without_pixel_size_is_one_problem_until_given(physical_prepared, tmp_path):
-    frames = np.random.default_rng(0).random((24, 24, 2, 12)).astype(np.float32) * 100
-    frames[8:16, 8:16] += np.linspace(0, 50, 12)                     # something that changes
-    path = tmp_path / "case_4d.nii.gz"
-    nib.save(nib.Nifti1Image(frames, np.eye(4)), path)               # pixdim 1 x 1 x 1, no units
+def _placeholder_nifti(path, p):
+    """A phantom's stack as a 4-D NIfTI whose header is the 1 x 1 x 1 placeholder (no units)."""
+    data = np.stack(p.slices).astype(np.float32).transpose(3, 2, 0, 1)   # x, y, slice, time
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    return path
+
+
+def test_detect_estimates_a_missing_pixel_size_and_says_so(phantom_study, physical_prepared,
+                                                            tmp_path):
+    """No flag: the pixel size is estimated from the images (one per stack), written in the
+    JSON crop and the CSV; --input-mm-per-px overrides it."""
+    from data_prep.pixel_size import estimate_stack
+    _, p = phantom_study
+    path = _placeholder_nifti(tmp_path / "case_4d.nii.gz", p)
     run = physical_run(tmp_path / "run", read_contract(physical_prepared))
     res = run_module("tools.detect", path, "--run", run, "--out", tmp_path / "a", "--quiet")
-    assert res.returncode == 1 and "Traceback" not in res.stderr
-    problems = [l for l in res.stderr.splitlines() if l.startswith("problem:")]
-    assert len(problems) == 2 and all("placeholder" in l and "--input-mm-per-px" in l
-                                      for l in problems)
+    assert res.returncode == 0, res.stderr
+    expected = estimate_stack([np.asarray(f, np.float32) for f in p.slices], FIELD_MM).mm_per_px
+    recs = json.loads((tmp_path / "a" / "detections.json").read_text())["sequences"]
+    assert len(recs) == len(p.slices)
+    for rec in recs:
+        assert rec["crop"]["spacing_from"] == "estimated"
+        assert rec["crop"]["input_mm_per_px"] == pytest.approx([expected] * 2, abs=1e-5)
+    with open(tmp_path / "a" / "detections.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["pixel_size_from"] for r in rows] == ["estimated"] * len(p.slices)
+    assert float(rows[0]["input_mm_per_px_row"]) == pytest.approx(expected, abs=1e-5)
     res = run_module("tools.detect", path, "--run", run, "--out", tmp_path / "b", "--quiet",
                      "--input-mm-per-px", "1.5")
     assert res.returncode == 0, res.stderr
     rec = json.loads((tmp_path / "b" / "detections.json").read_text())["sequences"][0]
-    assert rec["crop"]["spacing_from"] == "fallback" and rec["crop"]["input_mm_per_px"] == [1.5, 1.5]
+    assert rec["crop"]["spacing_from"] == "override" and rec["crop"]["input_mm_per_px"] == [1.5, 1.5]
+
+
+def test_detect_says_a_problem_of_every_slice_once(physical_prepared, tmp_path):
+    """A placeholder NIfTI whose images show no heart: the size cannot be estimated for any of
+    its slices, said in one line naming the file; exit 1, no traceback."""
+    frames = np.full((24, 24, 3, 12), 100.0, np.float32)              # nothing to measure
+    path = tmp_path / "flat_4d.nii.gz"
+    nib.save(nib.Nifti1Image(frames, np.eye(4)), path)
+    run = physical_run(tmp_path / "run", read_contract(physical_prepared))
+    res = run_module("tools.detect", path, "--run", run, "--out", tmp_path / "a", "--quiet")
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    problems = [ln for ln in res.stderr.splitlines() if ln.startswith("problem:")]
+    assert len(problems) == 1, res.stderr
+    assert problems[0].startswith(f"problem: {path}: NIfTI pixdim is the 1 x 1 x 1 placeholder")
+    assert "none could be estimated" in problems[0] and "--input-mm-per-px" in problems[0]
+    assert problems[0].endswith("(3 sequences of this file)")
+    det = json.loads((tmp_path / "a" / "detections.json").read_text())
+    assert det["n_problems"] == 1
+
+
+def test_detect_refuses_a_frame_count_the_images_contradict(physical_prepared, tmp_path):
+    """An ACDC folder whose Info.cfg NbFrame contradicts the volume: one line naming Info.cfg."""
+    from data_prep.synthetic import write_nifti_cohort
+    write_nifti_cohort(tmp_path / "acdc", 1, seed=0, size=64)
+    patient = tmp_path / "acdc" / "patient001"
+    info = patient / "Info.cfg"
+    text = info.read_text()
+    n = int(next(l for l in text.splitlines() if l.startswith("NbFrame")).split(":")[1])
+    info.write_text(text.replace(f"NbFrame: {n}", f"NbFrame: {n - 1}"))
+    run = physical_run(tmp_path / "run", read_contract(physical_prepared))
+    res = run_module("tools.detect", patient, "--run", run, "--out", tmp_path / "a", "--quiet")
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    problems = [ln for ln in res.stderr.splitlines() if ln.startswith("problem:")]
+    assert problems == [f"problem: {info}: NbFrame {n - 1} contradicts patient001_4d.nii.gz, "
+                        f"whose time axis has {n} frames"], res.stderr
 
 
 def test_evaluate_refuses_frames_of_another_geometry(physical_prepared, tmp_path):

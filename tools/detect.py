@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.errors import InputError
+from data_prep.errors import InputError, problem_lines
 from data_prep.keys import ensure_outside
 from tempregnet.detection import (OUTPUT_CSV, OUTPUT_JSON, PLOT_DIR, CSV_COLUMNS,
-                                  decode_input_stacks, detection_record, find_inputs,
+                                  csv_rows, decode_input_stacks, detection_record, find_inputs,
                                   loaded_sequences, plot_detection, write_detection_report)
 from tempregnet.report import REPORT_NAME
 from tempregnet.inference import predict_sequence, quiet_caffe
@@ -72,11 +72,16 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    records, causes = [], []
+    records, causes, held_problems = [], [], []
 
-    def problem(err):
-        causes.append(str(err))
-        tqdm.write(f"problem: {err}", file=sys.stderr)
+    def problem(err):                   # said once the input is done: one line per file and cause
+        held_problems.append(err)
+
+    def say_problems():
+        for line in problem_lines(held_problems):
+            causes.append(line)
+            tqdm.write(f"problem: {line}", file=sys.stderr)
+        held_problems.clear()
 
     def report(index, seq, result):
         rec = detection_record(index, seq, result)
@@ -97,8 +102,8 @@ def main(argv=None) -> int:
                                                 problem):
             try:
                 result = predict_sequence(loaded, seq, decoder, crop=crop, augment=args.tta)
-            except InputError as err:
-                problem(err)
+            except InputError as err:       # named by its input file, not the anonymous key
+                problem(InputError(item.where, err.problem))
                 continue
             except ValueError as err:       # e.g. the net produced NaN: name the sequence
                 problem(InputError(getattr(item, "path", path), f"sequence {item.seq_id}: {err}"))
@@ -110,10 +115,11 @@ def main(argv=None) -> int:
         if held:                            # a stack never spans two inputs
             for seq, result in decode_input_stacks(held, loaded.contract.label, decoder):
                 report(index, seq, result)
+        say_problems()
         bar.set_postfix(sequences=len(records), problems=len(causes))
     bar.close()
 
-    write_csv_atomic(out / OUTPUT_CSV, records, CSV_COLUMNS)
+    write_csv_atomic(out / OUTPUT_CSV, csv_rows(records), CSV_COLUMNS)
     write_json_atomic(out / OUTPUT_JSON, {
         "frames": "original frame numbers: *_0based from 0, *_1based from 1; *_instance is the "
                   "DICOM InstanceNumber of that frame (empty for NIfTI)",

@@ -62,10 +62,10 @@ def use_text(contract: dict) -> str:
     if contract.get("mm_per_px"):
         side = contract["mm_per_px"] * contract["stored_size"]
         return f"""    python -m tools.detect STUDY/ --out det/ --plot
-    python -m tools.detect STUDY/ --out det/ --input-mm-per-px 1.4   # headers without a pixel size
+    python -m tools.detect STUDY/ --out det/ --input-mm-per-px 1.4   # override a missing pixel size
 
 Any field of view and pixel size: each slice is read at its header's pixel size (DICOM
-PixelSpacing, NIfTI pixdim), a {side:g} mm square around the left ventricle is found in the
+PixelSpacing, NIfTI pixdim; where the header has none, estimated from the images), a {side:g} mm square around the left ventricle is found in the
 images (per patient stack) and resampled to {contract['stored_size']} px ({contract['mm_per_px']:.3f} mm per pixel), as in
 training; the square's centre and size are written with each detection. Labels follow the
 `{contract.get('label')}` convention: ED and ES anywhere in the sequence (docs/scale-and-crop.md).
