@@ -19,7 +19,7 @@ from tempregnet.contract import SequenceContract
 from tempregnet.labels import DECODERS
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
-REPORTED = ("paper_zf", "demo", "acdc", "cross_sunnybrook", "acdc_mm", "cross_sunnybrook_mm")   # one row each in the README's results table
+REPORTED = ("paper_zf", "paper_zf_cpu", "demo", "acdc", "cross_sunnybrook", "acdc_mm", "cross_sunnybrook_mm")   # one row each in the README's results table
 FOLDS = ("cv", "all")          # cv: patient-level k-fold CV; all: train on all.txt
 # NetConfig fields a recipe may not override: they name the config, size the stored data and the
 # crop, or are not scalars.
