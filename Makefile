@@ -17,7 +17,7 @@ DATA    ?= data/prepared/$(RECIPE)
 FOLD    ?= 0
 VARIANT ?= tempreg
 
-.PHONY: help venv caffe browser gpu-bundle prototxt test test-fast demo bench clean train fetch-weights synthetic \
+.PHONY: help venv caffe caffe-test browser gpu-bundle prototxt test test-fast demo bench clean train fetch-weights synthetic \
         acdc cross-dataset shipped-model acdc-pixels cross-dataset-pixels paper-zf
 
 help:  ## list the targets
@@ -37,6 +37,13 @@ venv: $(VENV)/.installed  ## create .venv with the pinned Python packages and th
 caffe: venv  ## build BVLC Caffe once (cached) and link it into .venv (GPU=1: the CUDA 13 build)
 	prefix=$$(tools/caffe/build_caffe.sh $(abspath $(PY))); \
 	$(PY) -m tools.caffe_link "$$prefix"
+
+# Caffe's own gtest suite (src/caffe/test), built from the same source, patches and OpenBLAS as the
+# cached build and run twice (CPU tests; the second time with patch 0015's OpenMP loops forced onto
+# two threads on every blob): ~10 min of both cores, so not part of `make test`. Run it after every
+# patch or BLAS change (docs/caffe.md, "Caffe's own tests"); logs in results/caffe-test-<stamp>/.
+caffe-test: venv  ## build and run BVLC Caffe's own CPU tests (gtest) on this build, twice: as built, and with 0015's loops threaded on small blobs
+	CAFFE_TEST_OUT=$(abspath results/caffe-test-$(STAMP)) tools/caffe/build_caffe.sh $(abspath $(PY)) --test
 
 # A GPU machine without compiler or network: the CUDA build for its Python 3.12 and what it needs,
 # packed into device-bundle/ for tools/device_check.sh (docs/caffe.md, "Running on a GPU machine").

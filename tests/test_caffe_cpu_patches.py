@@ -1,4 +1,4 @@
-"""Our CPU patches to Caffe (tools/caffe/patches/0011-0015): outputs and gradients against numpy references.
+"""Our CPU patches to Caffe (tools/caffe/patches/0011-0016): outputs and gradients against numpy references.
 
 0011 computes the within-channel LRN in one pass instead of through five helper layers (same
 values within float rounding). 0012 (max pooling), 0013 (ReLU backward) and 0014 (im2col and
@@ -265,3 +265,46 @@ def test_threads_give_the_same_bits_as_one_thread(tmp_path):
     assert np.abs(one["data_c1"]).sum() > 0 and np.abs(one["diff_x"]).sum() > 0
     for name in one.files:
         assert np.array_equal(one[name], two[name]), name
+
+
+# 0016: CAFFE_OMP_MIN_WORK replaces 0015's size thresholds (`make caffe-test` runs Caffe's own
+# tests with it at 0). On blobs far below the thresholds, libgomp starts its worker thread only
+# when the override is set, and the threaded loops give the same bits as one thread.
+SMALL_RUN = THREADED_RUN.replace("import sys\n", "import os\nimport sys\n").replace(
+    "np.savez(sys.argv[2], **out)", """out["threads_before_after"] = np.array(threads)
+np.savez(sys.argv[2], **out)""").replace("net.forward()\nnet.backward()", """threads = [len(os.listdir("/proc/self/task"))]
+net.forward()
+net.backward()
+threads.append(len(os.listdir("/proc/self/task")))""")
+SMALL_NET = THREADED_NET.replace("dim: 2 dim: 3 dim: 64 dim: 64", "dim: 1 dim: 2 dim: 16 dim: 16") \
+    .replace("dim: 2 dim: 8 dim: 9 dim: 9", "dim: 1 dim: 8 dim: 3 dim: 3") \
+    .replace("num_output: 32", "num_output: 4")
+
+
+def test_omp_min_work_override_threads_small_blobs_with_the_same_bits(tmp_path):
+    import os
+    import subprocess
+    import sys
+    net_file, script = tmp_path / "net.prototxt", tmp_path / "run.py"
+    net_file.write_text(SMALL_NET)
+    script.write_text(SMALL_RUN)
+    results = {}
+    for name, extra in (("one", {"OMP_NUM_THREADS": "1", "CAFFE_OMP_MIN_WORK": "0"}),
+                        ("default", {"OMP_NUM_THREADS": "2"}),
+                        ("forced", {"OMP_NUM_THREADS": "2", "CAFFE_OMP_MIN_WORK": "0"})):
+        out = tmp_path / f"{name}.npz"
+        env = {k: v for k, v in os.environ.items() if k != "CAFFE_OMP_MIN_WORK"}
+        env.update(OPENBLAS_NUM_THREADS="1", **extra)
+        done = subprocess.run([sys.executable, str(script), str(net_file), str(out)], env=env,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        results[name] = np.load(out)
+    before, after = results["default"]["threads_before_after"]
+    assert after == before                       # below the thresholds: one thread
+    before, after = results["forced"]["threads_before_after"]
+    assert after == before + 1                   # override: libgomp's second thread ran the loops
+    one, forced = results["one"], results["forced"]
+    assert np.abs(one["data_c1"]).sum() > 0 and np.abs(one["diff_x"]).sum() > 0
+    for name in one.files:
+        if name != "threads_before_after":
+            assert np.array_equal(one[name], forced[name]), name

@@ -7,8 +7,10 @@ one training iteration (forward + backward, Input layers instead of the data lay
 net's iteration also as `make demo` runs it, two trainings side by side with one BLAS thread each.
 PyTorch CPU and OpenCV DNN (`readNetFromCaffe`) on the same ZF net, same weights, same input,
 run by --peers (a venv with torch and OpenCV 4.x, made by `make bench`; tools/bench_peers.py).
-Every time is set against its floor: the net's FLOPs divided by the sgemm rate (numpy, 4096^3,
-one thread per core) measured in the same run. Last, the DICOM -> HDF5 preparation rate.
+Every time is set against its floor: the net's FLOPs divided by the sgemm rate (4096^3, one
+thread per core) measured in the same run, the faster of numpy's OpenBLAS and Caffe's own (our
+build, called through ctypes). Every BLAS is named with its version and the kernels it ran (read
+from the library the process really loaded: tempregnet/blas.py). Last, the DICOM -> HDF5 rate.
 Each figure runs in its own process (BLAS settings are read when the library loads) and prints
 the load average beside it: figures taken on a busy machine are not comparable. Nothing asserted.
 """
@@ -25,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tempregnet import blas
 from tempregnet.benchmark import best_time, net_flops
 
 THREADS = os.cpu_count() or 1
@@ -70,39 +73,25 @@ def load() -> float:
 
 # --- workers: one measurement each, in a fresh process, printing one JSON line ---------------
 
-def sgemm_rate(repeats: int, n: int = 4096) -> dict:
-    """numpy float32 n^3 matrix product: GFLOP/s (best of repeats) and the OpenBLAS kernel it ran."""
+def sgemm_rate(which: str, repeats: int, n: int = 4096) -> dict:
+    """float32 n^3 matrix product through numpy's OpenBLAS ("numpy") or Caffe's ("caffe", its
+    cblas_sgemm by ctypes): GFLOP/s (best of repeats) and the library with its kernels."""
     import numpy as np
     rng = np.random.default_rng(0)
     a, b = rng.random((n, n), np.float32), rng.random((n, n), np.float32)
-    a @ b
-    best = best_time(lambda: a @ b, repeats)
-    return dict(gflops=2.0 * n ** 3 / best / 1e9, kernel=numpy_blas_kernel())
-
-
-def numpy_blas_kernel() -> str:
-    """The kernel family numpy's OpenBLAS chose on this CPU (e.g. Haswell, SkylakeX)."""
-    import ctypes
-    import numpy as np
-    libs = Path(np.__file__).parent.parent / "numpy.libs"
-    for lib in sorted(libs.glob("libscipy_openblas*.so")):
-        dll = ctypes.CDLL(str(lib))
-        for symbol in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename"):
-            if hasattr(dll, symbol):
-                getattr(dll, symbol).restype = ctypes.c_char_p
-                return getattr(dll, symbol)().decode()
-    return "?"
-
-
-def caffe_blas_kernel() -> str:
-    """The kernel family of the OpenBLAS that libcaffe loaded."""
-    import ctypes
-    try:
-        dll = ctypes.CDLL("libopenblas.so.0")
-        dll.openblas_get_corename.restype = ctypes.c_char_p
-        return dll.openblas_get_corename().decode()
-    except (OSError, AttributeError):
-        return "?"
+    if which == "numpy":
+        a @ b
+        run, library = (lambda: a @ b), blas.mapped(blas.NUMPY_BLAS)
+    else:
+        import caffe  # noqa: F401  (loads libcaffe and with it the OpenBLAS it links)
+        library = blas.mapped(blas.CAFFE_BLAS)
+        c = np.empty((n, n), np.float32)
+        sgemm = blas.sgemm(library)
+        sgemm(a, b, c)
+        assert np.allclose(c[:4, :4], (a[:4].astype(np.float64) @ b[:, :4]), rtol=1e-4)
+        run = lambda: sgemm(a, b, c)   # noqa: E731
+    best = best_time(run, repeats)
+    return dict(gflops=2.0 * n ** 3 / best / 1e9, blas=blas.describe(library))
 
 
 def caffe_figure(config: str, kind: str, batch: int, repeats: int) -> dict:
@@ -126,7 +115,7 @@ def caffe_figure(config: str, kind: str, batch: int, repeats: int) -> dict:
         fill(net, cfg, batch, rng)
         seconds = best_time(lambda: (net.forward(), net.backward()), repeats)
         flops = net_flops(net)[1]
-    return dict(seconds=seconds, flops=flops, kernel=caffe_blas_kernel())
+    return dict(seconds=seconds, flops=flops, blas=blas.describe(blas.mapped(blas.CAFFE_BLAS)))
 
 
 def export_zf(folder: Path) -> dict:
@@ -172,8 +161,8 @@ def export_zf(folder: Path) -> dict:
 
 def worker(args) -> None:
     """One measurement (the hidden --worker mode), printed as one JSON line."""
-    if args.worker == "sgemm":
-        result = sgemm_rate(args.repeats)
+    if args.worker.startswith("sgemm:"):
+        result = sgemm_rate(args.worker.split(":")[1], args.repeats)
     elif args.worker == "export":
         result = export_zf(Path(args.folder))
     else:
@@ -253,25 +242,32 @@ def main(argv=None) -> int:
     started = time.time()
     print(f"# make bench, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"machine: {machine()}; commit {commit()}; Python {platform.python_version()}")
+    flags = cpu_flags()
+    print("CPU vector extensions: " + ("AVX-512 (" + ", ".join(AVX512) + ")" if all(f in flags for f in AVX512)
+                                       else "AVX2, no AVX-512" if "avx2" in flags else "no AVX2"))
     print("OpenBLAS settings from the environment: " + (", ".join(
-        f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("OPENBLAS_")) or "none"))
+        f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("OPENBLAS_")) or "none")
+        + " (Caffe's OpenBLAS does not read OPENBLAS_CORETYPE; numpy's does)")
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
           "(figures taken under load are not comparable)")
     table = Table()
-    sgemm = run_worker("sgemm", r)
-    rate = sgemm["gflops"] * 1e9
-    table.add(f"sgemm rate, numpy 4096^3 float32, {THREADS} threads: {sgemm['gflops']:.0f} GFLOP/s "
-              f"(OpenBLAS {sgemm['kernel']} kernels) = the floor", None, None, None, load_avg=sgemm["load"])
+    sgemm = {which: run_worker(f"sgemm:{which}", r) for which in ("caffe", "numpy")}
+    floor = max(sgemm, key=lambda which: sgemm[which]["gflops"])
+    rate = sgemm[floor]["gflops"] * 1e9
+    for which, name in (("caffe", "Caffe's OpenBLAS (cblas_sgemm)"), ("numpy", "numpy")):
+        table.add(f"sgemm rate, {name} 4096^3 float32, {THREADS} threads: {sgemm[which]['gflops']:.0f} GFLOP/s, "
+                  f"{blas.summary(sgemm[which]['blas'])}" + (" = the floor" if which == floor else ""),
+                  None, None, None, load_avg=sgemm[which]["load"])
 
     figures = [("zf", "forward", 1, "Caffe (ours) zf deploy forward, per 20-frame sequence"),
                ("zf", "train", 1, "Caffe (ours) zf training iteration, 1 sequence"),
                ("zf", "train", 2, "Caffe (ours) zf training iteration, 2 sequences"),
                ("small", "forward", 1, "Caffe (ours) small deploy forward, per 20-frame sequence"),
                ("small", "train", 4, "Caffe (ours) small training iteration, 4 sequences")]
-    kernel = "?"
+    caffe_blas = set()
     for config, kind, batch, what in figures:
         res = run_worker(f"{config}:{kind}:{batch}", r if config == "zf" else 10 * r)
-        kernel = res["kernel"]
+        caffe_blas.add(blas.summary(res["blas"]))
         table.add(what, res["seconds"], res["flops"], rate, load_avg=res["load"])
     # As `make demo` trains: two runs side by side, one BLAS thread each (tools.table1 --jobs 2).
     pair = [run_worker("small:train:4", 10 * r, threads=1, wait=False) for _ in range(2)]
@@ -279,18 +275,6 @@ def main(argv=None) -> int:
     table.add("Caffe (ours) small training iteration, 4 sequences, as make demo runs it: 2 side by "
               "side, 1 thread each (each's time)", sum(x["seconds"] for x in results) / 2,
               results[0]["flops"], rate / THREADS, note="floor: 1 core", load_avg=results[0]["load"])
-
-    flags = cpu_flags()
-    if all(f in flags for f in AVX512) and kernel not in ("SkylakeX", "Cooperlake", "SapphireRapids"):
-        # The BLAS runs AVX2 kernels on an AVX-512 CPU (here because the environment sets
-        # OPENBLAS_CORETYPE=Haswell): the same figures with the AVX-512 ones (rounding differs).
-        env = {"OPENBLAS_CORETYPE": "SkylakeX"}
-        fast = run_worker("sgemm", r, extra_env=env)
-        for config, kind, batch, what in figures[:2]:
-            res = run_worker(f"{config}:{kind}:{batch}", r, extra_env=env)
-            table.add(what + ", OPENBLAS_CORETYPE=SkylakeX", res["seconds"], res["flops"],
-                      fast["gflops"] * 1e9, note=f"floor: numpy sgemm with the same kernels, "
-                      f"{fast['gflops']:.0f} GFLOP/s", load_avg=res["load"])
 
     if args.peers:
         with tempfile.TemporaryDirectory(prefix="bench.") as tmp:
@@ -322,10 +306,12 @@ def main(argv=None) -> int:
         table.add(f"DICOM -> HDF5 (data_prep.prepare, {THREADS} workers): {seq_rate:.1f} sequences/s "
                   f"of 20 x 256 x 256", seconds, None, None, note=f"{args.prepare_sequences} sequences")
     print()
+    print("Caffe's BLAS, as each Caffe figure's process loaded it: " + "; ".join(sorted(caffe_blas)))
+    print()
     table.print()
     print(f"\nEach time: the fastest of {r} runs (10 x {r} for the small net) after a warm-up, in its own process."
           f"\nfloor = the figure's GFLOP (convolutions, inner products and the LSTM, x2 per multiply-add;"
-          f" training: forward + weight and bottom gradients) / the sgemm rate measured above."
+          f" training: forward + weight and bottom gradients) / the faster sgemm rate measured above."
           f"\nbench took {time.time() - started:.0f} s; load average at the end: "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0

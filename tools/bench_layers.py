@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 
 from models.config import CONFIGS, get_config, get_variant  # noqa: E402
 from models.tempregnet import net_proto  # noqa: E402
+from tempregnet import blas  # noqa: E402
 from tempregnet.benchmark import fill, load, timing_train_net  # noqa: E402
 
 
@@ -66,8 +67,8 @@ def main(argv=None) -> int:
             print(f"{name:>16}  forward {f * 1e3:8.1f} ms  backward {b * 1e3:8.1f} ms")
     print(f"{args.config} {args.phase}, {args.batch} sequence(s): forward {forward.sum() * 1e3:.1f} ms, "
           f"backward {backward.sum() * 1e3:.1f} ms ({args.clock} time, OPENBLAS_NUM_THREADS="
-          f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, OPENBLAS_CORETYPE="
-          f"{os.environ.get('OPENBLAS_CORETYPE', 'unset')}, load average {os.getloadavg()[0]:.1f})")
+          f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, "
+          f"{blas.summary(blas.describe(blas.mapped(blas.CAFFE_BLAS)))}, load average {os.getloadavg()[0]:.1f})")
     return 0
 
 

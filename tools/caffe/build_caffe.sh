@@ -2,19 +2,23 @@
 # Build BVLC Caffe from source into a cache outside the clone and print its install prefix.
 #
 #   tools/caffe/build_caffe.sh PYTHON          # PYTHON: the venv interpreter pycaffe is built for
+#   tools/caffe/build_caffe.sh PYTHON --test   # make caffe-test: build BVLC's gtest suite from the same
+#                                              # source, patches and OpenBLAS and run it (CPU tests) twice
 #   CAFFE_SRC=/path/to/caffe ...               # build a local BVLC checkout instead of Debian's source
 #   GPU=1 ...                                  # CUDA 13 build (CPU_ONLY=OFF, cuDNN off)
 #   GPU=1 CUDA_HOME=/usr/local/cuda-13.0 CUDA_ARCH_BIN="80 90" CUDA_ARCH_PTX=90 ...   (the defaults)
 #   BOOST_PYTHON_LIBRARY=/path/libboost_python3XX.so ...   # a Boost.Python Debian lacks (gpu_bundle.sh)
 #
+# OpenBLAS is our own build (build_openblas.sh, cached beside Caffe), not Debian's.
 # The GPU build needs nvcc 13 (CUDA_HOME, else the nvcc on PATH); cuBLAS and cuRAND with their
 # headers come from NVIDIA's PyPI wheels pinned in cuda.lock, installed into the cache.
-# The cache key covers the source version, our patches, this script, the Python and numpy
-# versions and the GPU switch (with cuda.lock, nvcc's version and the architectures), so a second
-# run with the same inputs only prints the prefix.
+# The cache key covers the source version, our patches, this script, the OpenBLAS build, the
+# Python and numpy versions and the GPU switch (with cuda.lock, nvcc's version and the
+# architectures), so a second run with the same inputs only prints the prefix.
 set -euo pipefail
 
-PYTHON=${1:?usage: build_caffe.sh PYTHON}
+PYTHON=${1:?usage: build_caffe.sh PYTHON [--test]}
+MODE=${2:-install}
 PYTHON=$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")   # absolute, venv link kept
 GPU=${GPU:-0}
 CAFFE_SRC=${CAFFE_SRC:-}
@@ -28,10 +32,14 @@ CUDA_ARCH_PTX=${CUDA_ARCH_PTX:-90}      # PTX that newer chips' drivers compile 
 
 die() { echo "build_caffe: $*" >&2; exit 1; }
 log() { echo "build_caffe: $*" >&2; }
+[ "$MODE" = install ] || [ "$MODE" = --test ] || die "unknown option $MODE (usage: build_caffe.sh PYTHON [--test])"
+DEBIAN_SOURCE_HINT="; set CAFFE_SRC to a BVLC Caffe checkout instead"
+# shellcheck source=debian_source.sh
+. "$HERE/debian_source.sh"
 
 APT_DEPS=(cmake g++ make patch dpkg-dev libboost-system-dev libboost-thread-dev
           libboost-filesystem-dev libboost-python-dev libprotobuf-dev protobuf-compiler
-          libgoogle-glog-dev libgflags-dev libhdf5-dev libopenblas-dev)
+          libgoogle-glog-dev libgflags-dev libhdf5-dev)
 
 install_apt_deps() {
   local missing=()
@@ -45,26 +53,30 @@ install_apt_deps() {
     || die "apt-get install failed for: ${missing[*]}"
 }
 
-# Fetch Debian's source package from bullseye through a private apt configuration; the system's
-# own sources are untouched and the mirror is the one the machine already uses.
-fetch_debian_source() {
-  local dest=$1 apt=$1/apt mirror
-  mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
-  [ -n "$mirror" ] || mirror=$(awk '$1 == "deb" && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
-  [ -n "$mirror" ] || die "no Debian mirror found in /etc/apt sources; set CAFFE_SRC to a BVLC Caffe checkout instead"
-  mkdir -p "$apt/lists/partial" "$apt/parts"
-  echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror bullseye main" > "$apt/sources.list"
-  local opts=(-q -o "Dir::Etc::SourceList=$apt/sources.list" -o "Dir::Etc::SourceParts=$apt/parts"
-              -o "Dir::State::Lists=$apt/lists" -o "APT::Sandbox::User=root")
-  ( cd "$dest" && apt-get "${opts[@]}" update >apt.log 2>&1 \
-      && apt-get "${opts[@]}" source --download-only "caffe=$DEBIAN_VERSION" >>apt.log 2>&1 ) \
-    || die "could not fetch Debian source package caffe=$DEBIAN_VERSION (bullseye; see $dest/apt.log); set CAFFE_SRC to a BVLC Caffe checkout instead"
-  ( cd "$dest" && dpkg-source --skip-patches -x caffe_"$DEBIAN_VERSION".dsc src >>apt.log 2>&1 ) \
-    || die "dpkg-source could not unpack caffe_$DEBIAN_VERSION.dsc in $dest"
-  local p
-  while read -r p; do
-    [ -n "$p" ] && patch -s -d "$dest/src" -p1 < "$dest/src/debian/patches/$p"
-  done < "$dest/src/debian/patches/series"
+# make caffe-test: BVLC's gtest suite (src/caffe/test; CMake's test.testbin, as its `runtest`
+# target runs it: shuffled, GPU tests filtered out in a CPU-only build) built in the configured tree,
+# run twice: as configured, then with CAFFE_OMP_MIN_WORK=0 (patch 0016) on two OpenMP threads, so
+# patch 0015's loops run in parallel on the tests' small blobs. Logs in $CAFFE_TEST_OUT.
+run_caffe_tests() {
+  local out=${CAFFE_TEST_OUT:-$WORK/test-logs} filter=() status=0 run
+  [ "$GPU" = 1 ] || filter=(--gtest_filter=-*GPU*)
+  mkdir -p "$out"
+  log "building Caffe's tests (test.testbin; make.log in $out)"
+  ( cd "$WORK/build" && make -j"$JOBS" test.testbin > "$out/make.log" 2>&1 ) \
+    || die "building test.testbin failed: $(tail -20 "$out/make.log")"
+  for run in default omp-min-work-0; do
+    local env=(OMP_WAIT_POLICY=PASSIVE LD_LIBRARY_PATH="$WORK/build/lib")   # the library just built
+    [ "$run" = default ] || env+=(CAFFE_OMP_MIN_WORK=0 OMP_NUM_THREADS=2)
+    log "running Caffe's tests ($run: ${env[*]:2}); log in $out/$run.log"
+    if ( cd "$WORK/src" && env "${env[@]}" GLOG_minloglevel=2 "$WORK/build/test/test.testbin" \
+           --gtest_shuffle "${filter[@]}" > "$out/$run.log" 2>&1 ); then
+      echo "caffe-test $run: $(grep -E '^\[  PASSED  \]' "$out/$run.log" | tail -1)"
+    else
+      status=1
+      echo "caffe-test $run: FAILED: $(grep -E '^\[  (PASSED|FAILED)  \]|tests? ran' "$out/$run.log" | tr '\n' ' ')"
+    fi
+  done
+  exit $status
 }
 
 apply_our_patches() {  # our own patches, each with its reason on its first line
@@ -111,22 +123,25 @@ if [ "$GPU" = 1 ]; then
   [ "${NVCC_VERSION%%.*}" = 13 ] || die "GPU=1 is made for CUDA 13; $NVCC is release ${NVCC_VERSION:-unknown}"
   GPU_ID="nvcc$NVCC_VERSION arch[$CUDA_ARCH_BIN|$CUDA_ARCH_PTX] $(sha256sum < "$HERE/cuda.lock" | cut -c1-12)"
 fi
-KEY=$( { echo "$SOURCE_ID py$PY_VERSION numpy$NUMPY_VERSION gpu$GPU $GPU_ID $BOOST_PYTHON_LIBRARY"; cat "$HERE"/patches/*.patch "$0"; } \
+install_apt_deps
+OPENBLAS=$(JOBS=$JOBS "$HERE/build_openblas.sh")    # its prefix names its own key
+OPENBLAS_LIB=$OPENBLAS/lib/libopenblas_tempreg.so
+[ -f "$OPENBLAS_LIB" ] && [ -f "$OPENBLAS/include/cblas.h" ] || die "$OPENBLAS lacks libopenblas_tempreg.so or cblas.h"
+KEY=$( { echo "$SOURCE_ID py$PY_VERSION numpy$NUMPY_VERSION gpu$GPU $GPU_ID $BOOST_PYTHON_LIBRARY $OPENBLAS"; cat "$HERE"/patches/*.patch "$0"; } \
        | sha256sum | cut -c1-12)
 PREFIX=$CACHE/caffe-$KEY
-if [ -f "$PREFIX/.complete" ]; then
+if [ -f "$PREFIX/.complete" ] && [ "$MODE" = install ]; then
   echo "$PREFIX"
   exit 0
 fi
 
-install_apt_deps
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/caffe-build.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 log "building Caffe ($SOURCE_ID, Python $PY_VERSION, numpy $NUMPY_VERSION, GPU=$GPU) into $PREFIX"
 if [ -n "$CAFFE_SRC" ]; then
   cp -a "$CAFFE_SRC" "$WORK/src"
 else
-  fetch_debian_source "$WORK"
+  fetch_debian_source "$WORK" bullseye caffe "$DEBIAN_VERSION"
 fi
 apply_our_patches "$WORK/src"
 
@@ -168,7 +183,7 @@ if [ -n "$BOOST_PYTHON_LIBRARY" ]; then
 fi
 mkdir -p "$WORK/build"
 ( cd "$WORK/build" && cmake ../src -DCMAKE_BUILD_TYPE=Release -DCPU_ONLY=$CPU_ONLY -DUSE_CUDNN=OFF "${GPU_FLAGS[@]}" "${PY_FLAGS[@]}" \
-    -DBLAS=Open -DUSE_OPENMP=$USE_OPENMP -DBUILD_python=ON -DBUILD_python_layer=ON \
+    -DBLAS=Open -DOpenBLAS_INCLUDE_DIR="$OPENBLAS/include" -DOpenBLAS_LIB="$OPENBLAS_LIB" -DUSE_OPENMP=$USE_OPENMP -DBUILD_python=ON -DBUILD_python_layer=ON \
     -Dpython_version="${PY_VERSION%.*}" -DBoost_NO_BOOST_CMAKE=ON \
     `# FindBoost module: Boost 1.74's own config does not set the Boost_PYTHON3x_FOUND Caffe reads` \
     -DUSE_OPENCV=OFF -DUSE_LEVELDB=OFF -DUSE_LMDB=OFF -DBUILD_docs=OFF -DBUILD_matlab=OFF \
@@ -176,11 +191,16 @@ mkdir -p "$WORK/build"
     `# Caffe derives its RPATH from the prefix (cmake/Misc.cmake); link paths add libpython's` \
     -DCMAKE_INSTALL_PREFIX="$PREFIX" -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON \
     > cmake.log 2>&1 ) || die "cmake failed; see the log: $(cat "$WORK/build/cmake.log" | tail -20)"
+if [ "$MODE" = --test ]; then
+  run_caffe_tests       # (above) builds test.testbin, runs it twice, exits
+fi
 ( cd "$WORK/build" && make -j"$JOBS" caffe pycaffe caffe.bin > make.log 2>&1 ) \
   || die "make failed: $(tail -20 "$WORK/build/make.log")"
+LIBS=$(ldd "$WORK"/build/lib/libcaffe.so)    # (not piped into grep -q: pipefail and SIGPIPE)
+grep -q "=> $OPENBLAS_LIB" <<< "$LIBS" || die "libcaffe.so does not load $OPENBLAS_LIB: $(grep -i blas <<< "$LIBS")"
 
 # Caffe's CMake falls back to a CPU-only build, with a warning, when it cannot find CUDA: refuse that.
-if [ "$GPU" = 1 ] && ! ldd "$WORK"/build/lib/libcaffe.so | grep -q libcudart; then
+if [ "$GPU" = 1 ] && ! grep -q libcudart <<< "$LIBS"; then
   die "GPU=1 built Caffe without CUDA (CMake did not find the toolkit at $CUDA_HOME): $(grep -i cuda "$WORK/build/cmake.log" | tail -5)"
 fi
 

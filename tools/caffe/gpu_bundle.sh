@@ -26,6 +26,8 @@ LIMIT_MIB=56                           # the device call carries 64 MiB with the
 
 die() { echo "gpu_bundle: $*" >&2; exit 1; }
 log() { echo "gpu_bundle: $*" >&2; }
+# shellcheck source=debian_source.sh
+. "$HERE/debian_source.sh"
 
 "$PY312" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null \
   || die "$PY312 is not Python 3.12"
@@ -44,15 +46,8 @@ fi
 BOOST_PY=$CACHE/boost-python312-$BOOST_VERSION
 if [ ! -f "$BOOST_PY/.complete" ]; then
   work=$(mktemp -d "${TMPDIR:-/tmp}/boost-python.XXXXXX")
-  mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
-  [ -n "$mirror" ] || mirror=$(awk '$1 == "deb" && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list)
-  mkdir -p "$work/apt/lists/partial" "$work/apt/parts"
-  echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror bookworm main" > "$work/apt/sources.list"
-  opts=(-q -o "Dir::Etc::SourceList=$work/apt/sources.list" -o "Dir::Etc::SourceParts=$work/apt/parts"
-        -o "Dir::State::Lists=$work/apt/lists" -o "APT::Sandbox::User=root")
   log "fetching Debian's boost1.74 $BOOST_VERSION source for Boost.Python"
-  ( cd "$work" && apt-get "${opts[@]}" update && apt-get "${opts[@]}" source --download-only "boost1.74=$BOOST_VERSION" ) \
-    > "$work/apt.log" 2>&1 || die "could not fetch boost1.74=$BOOST_VERSION (see $work/apt.log)"
+  download_debian_source "$work" bookworm boost1.74 "$BOOST_VERSION"
   ( cd "$work" && tar -xJf boost1.74_*.orig.tar.xz --wildcards '*/libs/python/src/*' '*/libs/python/include/*' \
       && tar -xJf boost1.74_*.debian.tar.xz && cd boost \
       && for p in python3.10-file python3.10-pep-620 fix-enum python-enum; do
