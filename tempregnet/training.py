@@ -66,7 +66,8 @@ def validation_lists(data: Path, fold: str, folder: Path) -> tuple[Path, Path]:
     k = sum(1 for _ in Path(data).glob("fold*_test.txt"))
     _, val_source = fold_lists(Path(data), str((int(fold) + 1) % k))
     val = read_list(val_source)
-    fit = [entry for entry in read_list(train_list) if entry not in set(val)]
+    held_out = set(val)
+    fit = [entry for entry in read_list(train_list) if entry not in held_out]
     lists = folder / f"fold{fold}_fit.txt", folder / f"fold{fold}_validation.txt"
     for path, entries in zip(lists, (fit, val)):
         write_text_atomic(path, "".join(f"{h5.resolve()} {row}\n" for h5, row in entries))
