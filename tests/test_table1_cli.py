@@ -201,6 +201,19 @@ def test_paper_table_shows_the_papers_rows_beside_ours(setup):
                 f"{diff['ed'].std():.2f} / {diff['es'].std():.2f}<br>folds ±"
                 f"{fold_sd['ed']:.2f} / {fold_sd['es']:.2f}")
     assert rows[-1].split(" | ")[2] == expected
+    # a column of several draws (seeds): the mean of their pooled figures and the SD between them
+    twice = run_module("tools.paper_table", f"seeds={out / 'table1.json'},{out / 'table1.json'}")
+    assert twice.returncode == 0, twice.stderr
+    assert twice.stdout.splitlines()[-1].split(" | ")[2].removesuffix(" |") == expected.split("<br>folds")[0] + \
+        "<br>2 seeds ±0.00 / 0.00"
+    from tools.paper_table import cell
+    summary = json.loads((out / "table1.json").read_text())["summary"]["tempreg"]
+    other = json.loads(json.dumps(summary))
+    other["pooled"]["ed"]["afd"] += 1.0
+    other["pooled"]["es"]["afd"] += 0.5
+    ed, es = summary["pooled"]["ed"]["afd"], summary["pooled"]["es"]["afd"]
+    assert cell([summary, other]).startswith(f"**{ed + 0.5:.2f} / {es + 0.25:.2f}**")
+    assert cell([summary, other]).endswith(f"2 seeds ±{np.std([0, 1.0]):.2f} / {np.std([0, 0.5]):.2f}")
     missing = run_module("tools.paper_table", f"x={out / 'nope.json'}")
     assert missing.returncode == 1 and "no such table1.json" in missing.stderr
     assert "Traceback" not in missing.stderr

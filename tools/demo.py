@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prepared", type=Path, default=Path("data/prepared"), help="prepared data")
     p.add_argument("--runs", type=Path, default=Path("runs/demo"), help="training runs")
     p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--seed", type=int,
+                   help="training seed (default: the recipe's; another seed's runs go to <runs>-seed<N>, "
+                        "the cohort and the prepared data stay the recipe's): the spread of one draw")
     return p
 
 
@@ -75,12 +78,14 @@ def main(argv=None) -> int:
 
     out = args.results / time.strftime("demo-%Y%m%d-%H%M%S")
     iters = args.iters or recipe.iterations
+    seed = recipe.seed if args.seed is None else args.seed
+    runs = args.runs if seed == recipe.seed else args.runs.with_name(f"{args.runs.name}-seed{seed}")
     banner(f"3/3 Table 1: train {', '.join(recipe.variants)} on 4 folds (recipe {recipe.name}, "
-           f"{iters} iterations each), baselines, evaluation -> {out}")
+           f"{iters} iterations each, seed {seed}), baselines, evaluation -> {out}")
     try:
         check_data(recipe, prepared)
-        run_table1(Table1Job(recipe=recipe, data=prepared, runs=args.runs, out=out, iters=iters,
-                             seed=recipe.seed, jobs=min(2, os.cpu_count() or 1)))
+        run_table1(Table1Job(recipe=recipe, data=prepared, runs=runs, out=out, iters=iters,
+                             seed=seed, jobs=min(2, os.cpu_count() or 1)))
     except (InputError, OutputExists, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
