@@ -19,7 +19,7 @@ from data_prep.preprocess import sequence_to_steps
 from data_prep.rwave import RWAVE_KEY
 from data_prep.scale import physical_steps
 from tempregnet.contract import SequenceContract
-from tempregnet.labels import decode_detail
+from tempregnet.labels import decode_detail, template_fit
 from tempregnet.net_input import net_input, sequence_starts, time_major
 
 FRAMES_BLOB, CONT_BLOB, OUTPUT_BLOB = "frames", "cont", "volume_pred"   # docs/data.md, Blobs
@@ -217,31 +217,58 @@ def stack_key(rec: dict):
     return rec.get("group"), rec["n_frames"]
 
 
+STACK_WEIGHTS = ("equal", "fit")
+
+
+def standardised(curves) -> np.ndarray:
+    """Each curve (last axis) shifted to zero mean and scaled to unit variance; a flat one stays 0."""
+    c = np.asarray(curves, dtype=np.float64)
+    spread = c.std(axis=-1, keepdims=True)
+    return (c - c.mean(axis=-1, keepdims=True)) / np.where(spread > 0, spread, 1.0)
+
+
+def fit_share(z: np.ndarray, n_frames: int, convention: str) -> float:
+    """How much of a standardised curve its best Eq. 4 placement explains (R^2, 0..1)."""
+    total = float(np.sum((z - z.mean()) ** 2))
+    if total <= 0.0:
+        return 0.0
+    fit = template_fit(z, n_frames, convention)
+    return float(max(0.0, 1.0 - fit.rss[fit.best] / total))
+
+
 def decode_stacks(records: list[dict], convention: str, method: str = "fit",
-                  detail: bool = False) -> list[dict]:
+                  detail: bool = False, weights: str = "equal") -> list[dict]:
     """Stack-level decoding (not the paper's): ED/ES are phases of the whole cine stack, so the
     predicted curves of its slices, each standardised (zero mean, unit variance), are averaged
     and decoded once; every slice gets that pair and its confidence (of the mean curve:
-    labels.decode_detail); detail: also the labels.Decoded, the mean curve (stack_curve) and the
-    standardised curves (stack_curves), for plots. Records without a group stay on their own.
-    Returns new records (the inputs are not changed); each keeps its own curve."""
+    labels.decode_detail). weights "equal": the plain mean; "fit": each slice weighted by the
+    share of its curve its own Eq. 4 fit explains (fit_share), so slices whose curves do not look
+    like a cycle (apex, base, out of plane) count less. detail: also the labels.Decoded, the mean
+    curve (stack_curve) and the standardised curves (stack_curves), for plots. Records without a
+    group stay on their own. Returns new records (the inputs are not changed); each keeps its own
+    curve."""
+    if weights not in STACK_WEIGHTS:
+        raise ValueError(f"unknown stack weighting {weights!r}; expected one of {STACK_WEIGHTS}")
     members: dict = {}
     for i, rec in enumerate(records):
         key = stack_key(rec) if rec.get("group") is not None else ("", i)
         members.setdefault(key, []).append(i)
     out = [dict(r) for r in records]
     for key, idx in members.items():
-        curves = np.array([records[i]["curve"] for i in idx], dtype=np.float64)
-        spread = curves.std(axis=1, keepdims=True)
-        z = (curves - curves.mean(axis=1, keepdims=True)) / np.where(spread > 0, spread, 1.0)
+        n_frames = int(records[idx[0]]["n_frames"])
+        z = standardised([records[i]["curve"] for i in idx])
         tic = time.perf_counter()
-        decoded = decode_detail(z.mean(axis=0), int(records[idx[0]]["n_frames"]), convention,
-                                method)
+        w = np.ones(len(idx))
+        if weights == "fit":
+            w = np.array([fit_share(c, n_frames, convention) for c in z])
+            w = w if w.sum() > 0 else np.ones(len(idx))
+        mean = (w[:, None] * z).sum(axis=0) / w.sum()
+        decoded = decode_detail(mean, n_frames, convention, method)
         share = (time.perf_counter() - tic) / len(idx)
         for i in idx:
             out[i].update(ed_pred=decoded.ed, es_pred=decoded.es,
                           confidence=decoded.confidence, time_s=records[i]["time_s"] + share,
                           stack_size=len(idx))
             if detail:
-                out[i].update(decoded=decoded, stack_curve=z.mean(axis=0), stack_curves=z)
+                out[i].update(decoded=decoded, stack_curve=mean, stack_curves=z)
     return out

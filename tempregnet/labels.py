@@ -116,7 +116,7 @@ def steps_to_frames(step_values, n_frames: int) -> np.ndarray:
     return np.moveaxis(cyclic_resample(v, pos), 0, -1)
 
 
-DECODERS = ("fit", "extrema", "fit_es", "fit_rwave", "fit_trigger")
+DECODERS = ("fit", "extrema", "fit_es", "fit_rwave", "fit_trigger", "rwave_ed")
 
 
 def decode_steps(step_values, n_frames: int, convention: str = "cycle",
@@ -134,6 +134,8 @@ def decode_steps(step_values, n_frames: int, convention: str = "cycle",
     the trigger times say otherwise) when the curve is flat in between: one decoder for scans
     that start at ED and those that do not. ``"fit_trigger"``: ED is the first frame after the R
     wave (the gating trigger: ED by its ECG definition), ES the best Eq. 4 fit with ED there.
+    ``"rwave_ed"``: ED the first frame after the R wave, as fit_trigger, but ES the unconstrained
+    fit's (as fit's), so a peak the curve places a frame or two off the trigger does not move ES.
     For sequences that start at ED: the fit
     places ED and ES together, so a systole predicted too short can pull ED off the peak at
     frame 0 (docs/deviations.md, 18); exact on "paper" labels with ED = 0, not for ED > 0.
@@ -241,6 +243,10 @@ def decode_detail(step_values, n_frames: int, convention: str = "cycle", method:
         restrict = first_frame_after(rwave, n_frames)
     fit = template_fit(y, n_frames, convention, ed=restrict)
     answers = np.stack([fit.eds, fit.ess], axis=1)
+    if method == "rwave_ed":
+        from data_prep.rwave import first_frame_after
+        answers[:, 0] = np.where(fit.ess == first_frame_after(rwave, n_frames), fit.eds,
+                                 first_frame_after(rwave, n_frames))
     if method in ("fit_rwave", "fit_es"):
         on_frames = steps_to_frames(y, n_frames)
         if method == "fit_rwave":

@@ -165,6 +165,41 @@ def test_stack_decoding_averages_standardised_slice_curves():
     assert (out[0]["ed_pred"], out[0]["es_pred"]) == decode_steps(slice_a, n_frames)
 
 
+def test_stack_weighting_by_fit_share():
+    """weights="fit": two noisy slices whose curves put ES 5 frames late count for less than
+    the clean slice, so the stack keeps its ES where the plain mean moves; fit_share is 1 for an
+    exact Eq. 4 curve, 0 for a flat one, and the best placement's 1 - rss / total recomputed here
+    by least squares."""
+    from tempregnet.inference import decode_stacks, fit_share, standardised
+    n_frames, ed, es = 20, 0, 8
+    label = volume_label(step_positions(n_frames, N_STEPS), n_frames, ed, es)
+    late = volume_label(step_positions(n_frames, N_STEPS), n_frames, ed, es + 5)
+    rng = np.random.default_rng(3)
+    curves = [label, late + rng.normal(0, 0.35, N_STEPS), late + rng.normal(0, 0.35, N_STEPS)]
+    records = [dict(group="p", n_frames=n_frames, curve=list(c), ed_pred=-1, es_pred=-1, time_s=0.0)
+               for c in curves]
+    plain = decode_stacks(records, "cycle")[0]["es_pred"]
+    weighted = decode_stacks(records, "cycle", weights="fit")[0]["es_pred"]
+    assert plain != es and weighted == es
+    z = standardised(curves)
+    assert fit_share(z[0], n_frames, "cycle") == pytest.approx(1.0)
+    assert fit_share(np.zeros(N_STEPS), n_frames, "cycle") == 0.0
+    # the best placement's R^2 by an independent least-squares fit (offset + scale)
+    best = 0.0
+    for e in range(n_frames):
+        for s in range(n_frames):
+            if e == s:
+                continue
+            t = volume_label(step_positions(n_frames, N_STEPS), n_frames, e, s)
+            a = np.stack([np.ones(N_STEPS), t], axis=1)
+            coef, *_ = np.linalg.lstsq(a, z[2], rcond=None)
+            if coef[1] >= 0:
+                best = max(best, 1 - np.sum((a @ coef - z[2]) ** 2) / np.sum(z[2] ** 2))
+    assert fit_share(z[2], n_frames, "cycle") == pytest.approx(best, abs=1e-9)
+    with pytest.raises(ValueError, match="stack weighting"):
+        decode_stacks(records, "cycle", weights="median")
+
+
 def test_label_shape_bias_tool_on_true_volume_curves():
     """tools.label_shape_bias: the extrema rule recovers ED/ES of a sampled volume curve to a
     fraction of a frame, while the Eq. 4 fit, whose fall after ED is steeper than the phantom's
@@ -227,3 +262,24 @@ def test_fit_trigger_puts_ed_at_the_r_wave_and_fits_es_given_it(n_frames):
             return max(t @ v, 0) ** 2 / (t @ t)
         assert ed == r_frame
         assert gain(es) == pytest.approx(max(gain(e) for e in range(n_frames) if e != r_frame))
+
+
+@pytest.mark.parametrize("n_frames", [12, 20, 28, 35])
+def test_rwave_ed_keeps_the_free_fits_es_and_puts_ed_at_the_r_wave(n_frames):
+    """rwave_ed: ES is the unconstrained fit's ES (decoder "fit") on any curve, also when the
+    curve's peak lies a few frames before the R wave (where fit_trigger would bend ES to the
+    pinned ED); ED is the first frame at or after the R wave, unless that is ES itself."""
+    pos = step_positions(n_frames, N_STEPS)
+    rng = np.random.default_rng(n_frames)
+    for rwave in (0.0, 0.4, n_frames - 2.5):
+        r_frame = int(np.ceil(rwave)) % n_frames
+        for _ in range(20):
+            noisy = rng.normal(size=N_STEPS)
+            _, fit_es = decode_steps(noisy, n_frames, "cycle", "fit")
+            expected_ed = r_frame if fit_es != r_frame else decode_steps(noisy, n_frames, "cycle", "fit")[0]
+            assert decode_steps(noisy, n_frames, "cycle", "rwave_ed", rwave) == (expected_ed, fit_es)
+    early = (r_frame - 2) % n_frames                      # a peak two frames before the R wave
+    for es in range(n_frames):
+        if es not in (early, r_frame):
+            curve = volume_label(pos, n_frames, early, es, "cycle")
+            assert decode_steps(curve, n_frames, "cycle", "rwave_ed", rwave) == (r_frame, es)

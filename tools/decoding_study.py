@@ -1,0 +1,174 @@
+"""Choose how a model's curves are read (decoder, stack weighting, test-time views, how many
+models' curves are averaged) on validation splits, then report the choice on the test folds.
+
+    python -m tools.decoding_study --data data/prepared/acdc_mm \\
+        --validation V0 V1 V2 V3 --test R0 R1 R2 R3 --out results/decoding-acdc_mm
+
+V<f>: a `tools.learning_curve --validation --out` folder of fold f (its final.caffemodel was
+trained on fold f's training folds less fold f+1's patients; it is scored on those patients,
+its fold<f>_validation.txt). R<f>: a `tools.train` run of fold f, scored on fold<f>_test.txt.
+Several models per fold (other seeds) are given as comma-separated folders: their curves are
+averaged (each model's curve standardised first). Every candidate is scored on the validation
+predictions; the one with the least ES aFD per stack (then per sequence, then the simplest) is
+chosen there and only then read on the test folds. Nothing here is fitted to the test folds:
+the test table is reported, not used. The nets' curves are kept in curves.json, so a rerun with
+other candidates needs no forward pass.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from data_prep.errors import InputError
+from data_prep.hdf5 import load_rows
+from tempregnet import evaluation as afd
+from tempregnet.contract import read_list_contract
+from tempregnet.inference import (LoadedNet, decode_stacks, load_model, load_net, predict_rows,
+                                  quiet_caffe, standardised)
+from tempregnet.labels import DECODERS, decode_detail
+from tempregnet.outputs import write_json_atomic, write_text_atomic
+from tempregnet.recipes import load_recipe
+from tempregnet.runs import training_symmetries
+
+CURVES_FILE = "curves.json"
+STACK_WEIGHTS = ("equal", "fit")       # tempregnet.inference.decode_stacks
+VIEWS = ("one", "tta")                 # one forward pass, or the mean over augmentation_views
+
+
+def validation_net(folder: Path, fold: int) -> tuple[LoadedNet, Path]:
+    """The final net of a learning-curve folder and the validation list it was scored on."""
+    curve = json.loads((folder / "learning_curve.json").read_text())
+    recipe = load_recipe(curve["recipe"])
+    listing = folder / f"fold{fold}_validation.txt"
+    if curve.get("held_out") != "validation" or str(curve.get("fold")) != str(fold):
+        raise InputError(folder, f"not a --validation learning curve of fold {fold}")
+    desc = {"recipe": recipe.name, "decoder": recipe.decoder,
+            **training_symmetries({"config": recipe.config, "overrides": recipe.overrides})}
+    return load_net(folder / "deploy.prototxt", folder / "final.caffemodel",
+                    read_list_contract(listing), description=desc), listing
+
+
+def collect(kind: str, folders: list[str], data: Path) -> list[dict]:
+    """Per-sequence records of every fold, with each model's curve, one view and TTA."""
+    records = []
+    for fold, group in enumerate(folders):
+        per_model = []
+        for folder in group.split(","):
+            if kind == "validation":
+                loaded, listing = validation_net(Path(folder), fold)
+            else:
+                loaded, listing = load_model(folder), data / f"fold{fold}_test.txt"
+            rows = load_rows(listing)
+            one = predict_rows(loaded, rows, batch=8, method="fit")
+            tta = predict_rows(loaded, rows, batch=8, method="fit", augment=True)
+            per_model.append((one, tta))
+        for i, rec in enumerate(per_model[0][0]):
+            records.append({k: rec[k] for k in ("seq_id", "n_frames", "ed_true", "es_true", "group")}
+                           | {"fold": f"fold{fold}",
+                              "one": [m[0][i]["curve"] for m in per_model],
+                              "tta": [m[1][i]["curve"] for m in per_model]})
+    return records
+
+
+def candidates(decoders) -> list[dict]:
+    """Every combination considered: decoder x views x models averaged x stack weighting."""
+    return [{"decoder": d, "views": v, "models": m, "stack_weights": w}
+            for d, v, m, w in itertools.product(decoders, VIEWS, ("first", "all"), STACK_WEIGHTS)]
+
+
+def score(records: list[dict], cand: dict, convention: str) -> dict:
+    """Pooled aFD ED / ES (and cyclic) per sequence and per stack for one candidate."""
+    decoded = []
+    for rec in records:
+        curves = rec[cand["views"]] if cand["models"] == "all" else rec[cand["views"]][:1]
+        curve = standardised(np.array(curves)).mean(axis=0)
+        d = decode_detail(curve, rec["n_frames"], convention, cand["decoder"])
+        decoded.append({**rec, "curve": curve.tolist(), "ed_pred": d.ed, "es_pred": d.es, "time_s": 0.0,
+                        "confidence": d.confidence})
+    out = {}
+    for level, recs in (("sequence", decoded),
+                        ("stack", decode_stacks(decoded, convention, cand["decoder"],
+                                                weights=cand["stack_weights"]))):
+        pooled = afd.summarise(recs)[afd.POOLED]
+        out[level] = {p: {"afd": pooled[p]["afd"], "cyclic": pooled[p]["cyclic_afd_not_paper"]}
+                      for p in afd.PHASES}
+    return out
+
+
+def simplicity(cand: dict) -> tuple:
+    """Ties go to the cheaper, plainer candidate."""
+    return (cand["models"] == "all", cand["views"] == "tta", cand["stack_weights"] != "equal")
+
+
+def table(rows: list[tuple[dict, dict]], chosen: dict | None = None) -> str:
+    head = ("| decoder | views | models | stack weights | ED / ES per sequence | cyclic | "
+            "ED / ES per stack | cyclic |\n|---|---|---|---|---:|---:|---:|---:|\n")
+    lines = []
+    for cand, s in rows:
+        mark = " (chosen)" if cand == chosen else ""
+        cells = []
+        for level in ("sequence", "stack"):
+            cells.append(f"{s[level]['ed']['afd']:.2f} / {s[level]['es']['afd']:.2f}")
+            cells.append(f"{s[level]['ed']['cyclic']:.2f} / {s[level]['es']['cyclic']:.2f}")
+        lines.append(f"| {cand['decoder']}{mark} | {cand['views']} | {cand['models']} | "
+                     f"{cand['stack_weights']} | " + " | ".join(cells) + " |")
+    return head + "\n".join(lines) + "\n"
+
+
+def run(args) -> dict:
+    cache = args.out / CURVES_FILE
+    if cache.is_file():
+        curves = json.loads(cache.read_text())
+    else:
+        curves = {"validation": collect("validation", args.validation, args.data),
+                  "test": collect("test", args.test, args.data)}
+        write_json_atomic(cache, curves)
+    convention = read_list_contract(args.data / "fold0_test.txt").label
+    cands = candidates(args.decoders)
+    val = [(c, score(curves["validation"], c, convention)) for c in cands]
+    chosen = min(val, key=lambda cs: (round(cs[1]["stack"]["es"]["afd"], 6),
+                                      round(cs[1]["sequence"]["es"]["afd"], 6),
+                                      simplicity(cs[0])))[0]
+    test = [(c, score(curves["test"], c, convention)) for c in cands]
+    result = {"chosen": chosen, "validation": val, "test": test,
+              "n_validation": len(curves["validation"]), "n_test": len(curves["test"])}
+    write_json_atomic(args.out / "decoding_study.json", result)
+    text = (f"# Decoding chosen on validation ({result['n_validation']} sequences), "
+            f"read on the test folds ({result['n_test']})\n\n"
+            f"## Validation (choice: least ES aFD per stack)\n\n{table(val, chosen)}\n"
+            f"## Test folds (reported, not used)\n\n{table(test, chosen)}")
+    write_text_atomic(args.out / "decoding_study.md", text)
+    print(text)
+    return result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, required=True, help="the prepared data of the runs")
+    p.add_argument("--validation", nargs="+", required=True, metavar="FOLDER[,FOLDER...]",
+                   help="learning-curve folders (--validation), fold 0, 1, ... in order")
+    p.add_argument("--test", nargs="+", required=True, metavar="RUN[,RUN...]",
+                   help="tools.train runs, fold 0, 1, ... in order")
+    p.add_argument("--decoders", nargs="+", choices=DECODERS, default=["fit_rwave", "fit_trigger", "rwave_ed"])
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    if len(args.validation) != len(args.test):
+        print("decoding_study: give one --validation and one --test entry per fold", file=sys.stderr)
+        return 1
+    quiet_caffe()
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        run(args)
+    except InputError as err:
+        print(f"decoding_study: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
