@@ -136,8 +136,9 @@ def read_list(list_file) -> list[tuple[Path, int]]:
     return entries
 
 
-def load_rows(list_file) -> dict:
-    """The rows a list file names, in list order: frames, label, ed, es, n_frames, seq_id, group."""
+def load_rows(list_file, keys=KEYS) -> dict:
+    """The rows a list file names, in list order: frames, label, ed, es, n_frames, seq_id, group
+    (or only `keys` of them)."""
     entries = read_list(list_file)
     by_file: dict[Path, list[int]] = {}
     for h5_file, row in entries:
@@ -151,9 +152,9 @@ def load_rows(list_file) -> dict:
             for row in sorted(set(rows)):
                 if row >= n:
                     raise InputError(list_file, f"row {row} beyond the {n} rows of {h5_file.name}")
-                fetched[(h5_file, row)] = {k: f[k][row] for k in KEYS}
+                fetched[(h5_file, row)] = {k: f[k][row] for k in keys}
     out = {}
-    for k in KEYS:
+    for k in keys:
         values = [fetched[e][k] for e in entries]
         out[k] = _text(values) if k in TEXT_KEYS else np.stack(values)
     return out

@@ -232,6 +232,16 @@ def estimate_es_fraction(ed, es, n_frames) -> float:
     return float(np.median(np.mod(es - ed, n) / n))
 
 
+LABEL_KEYS = ("ed", "es", "n_frames")       # what rows_es_fraction reads of prepared rows
+
+
+def rows_es_fraction(rows: dict) -> float:
+    """estimate_es_fraction of the labelled ones of prepared rows (data_prep.hdf5.load_rows)."""
+    labelled = np.asarray(rows["ed"]) >= 0
+    return estimate_es_fraction(np.asarray(rows["ed"])[labelled], np.asarray(rows["es"])[labelled],
+                                np.asarray(rows["n_frames"])[labelled])
+
+
 def trivial_ed_es(n_frames: int, fraction: float = DEFAULT_ES_FRACTION) -> tuple[int, int]:
     """The reference rule: ED = first frame, ES = round(fraction x T) (kept inside 1..T-1)."""
     if not 0 < fraction < 1:

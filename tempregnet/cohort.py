@@ -69,6 +69,7 @@ class Options:
     input_mm_per_px: float | None = None     # override for headers without a pixel size
     augment: bool = False                     # test-time augmentation (inference.augmentation_views)
     report: bool = False                      # plots per sequence and report.html (tempregnet.report)
+    es_prior: float = 0.0                     # systole prior weight (model_spec.prior_of); 0: none
 
 
 # --- the study list ---------------------------------------------------------------------------
@@ -157,8 +158,10 @@ def detect_study(study: Study, options: Options, fingerprint: str) -> dict:
     from tempregnet.detection import (decode_input_stacks, detection_record, find_inputs,
                                       loaded_sequences)
     from tempregnet.inference import predict_sequence
+    from tempregnet.model_spec import prior_of
     check_secret(fingerprint)
     loaded, lock = worker_net(options.spec)
+    prior = prior_of(loaded, options.es_prior)
     times = dict.fromkeys(STAGES, 0.0)
     records, problems = [], []
     tic = time.perf_counter()
@@ -178,7 +181,7 @@ def detect_study(study: Study, options: Options, fingerprint: str) -> dict:
         try:
             with lock:
                 result = predict_sequence(loaded, seq, options.decoder, crop=crop,
-                                          augment=options.augment)
+                                          augment=options.augment, prior=prior)
         except InputError as err:            # named by its input file, not the anonymous key
             problems.append(InputError(item.where, err.problem))
             continue
@@ -190,7 +193,7 @@ def detect_study(study: Study, options: Options, fingerprint: str) -> dict:
             times[stage] += seconds
         done.append((seq, result))
     if options.stack and done:
-        done = decode_input_stacks(done, loaded.contract.label, options.decoder)
+        done = decode_input_stacks(done, loaded.contract.label, options.decoder, prior)
     pictures = []
     for seq, result in done:
         rec = detection_record(study.input, seq, result)
@@ -217,7 +220,8 @@ def settings_of(options: Options, studies: list[Study], description: dict) -> di
             "decoding": "per stack (not the paper's)" if options.stack else "per sequence",
             "n_studies": len(studies), "studies_digest": listing,
             "secret_fingerprint": keys.fingerprint(),
-            **({"report": True} if options.report else {})}
+            **({"report": True} if options.report else {}),
+            **({"es_prior": options.es_prior} if options.es_prior else {})}
 
 
 def _written(result: dict) -> dict:
@@ -265,7 +269,7 @@ def check_out(out: Path, settings: dict) -> None:
     except ValueError:
         return                                # rebuilt from the study files
     keys_ = ("format", "sha1", "roi", "input_mm_per_px", "test_augmentation", "source",
-             "decoder", "decoding", "studies_digest", "secret_fingerprint", "report")
+             "decoder", "decoding", "studies_digest", "secret_fingerprint", "report", "es_prior")
     differ = [k for k in keys_ if before.get(k) != settings.get(k)]
     if differ:
         raise CohortError(f"{out}: holds a cohort run with other {', '.join(differ)}; rerun "

@@ -19,7 +19,7 @@ from data_prep.preprocess import sequence_to_steps
 from data_prep.rwave import RWAVE_KEY
 from data_prep.scale import physical_steps
 from tempregnet.contract import SequenceContract
-from tempregnet.labels import decode_detail, template_fit
+from tempregnet.labels import SystolePrior, decode_detail, template_fit
 from tempregnet.net_input import net_input, sequence_starts, time_major
 
 FRAMES_BLOB, CONT_BLOB, OUTPUT_BLOB = "frames", "cont", "volume_pred"   # docs/data.md, Blobs
@@ -142,8 +142,10 @@ def check_rows(loaded: LoadedNet, contract: SequenceContract, where) -> None:
 
 
 def predict_rows(loaded: LoadedNet, rows: dict, batch: int = 1, method: str = "fit",
-                 progress=None, augment: bool = False) -> list[dict]:
-    """Per-sequence records (true and predicted ED/ES, 0-based original frames) for prepared rows."""
+                 progress=None, augment: bool = False,
+                 prior: SystolePrior | None = None) -> list[dict]:
+    """Per-sequence records (true and predicted ED/ES, 0-based original frames) for prepared rows
+    (prior: labels.SystolePrior for the fit decoders, None for none)."""
     frames = rows["frames"]
     t, size = loaded.contract.steps, loaded.contract.stored_size
     if frames.shape[1:] != (t, size, size):
@@ -154,7 +156,8 @@ def predict_rows(loaded: LoadedNet, rows: dict, batch: int = 1, method: str = "f
         stop = min(start + batch, len(frames))
         tic = time.perf_counter()
         curves = forward_steps(loaded, frames[start:stop], augment)
-        decoded = [decode_detail(c, int(rows["n_frames"][i]), loaded.contract.label, method)
+        decoded = [decode_detail(c, int(rows["n_frames"][i]), loaded.contract.label, method,
+                                 prior=prior)
                    for c, i in zip(curves, range(start, stop))]
         per_seq = (time.perf_counter() - tic) / (stop - start)
         for i, curve, d in zip(range(start, stop), curves, decoded):
@@ -182,7 +185,7 @@ def _row_record(rows, i, decoded, time_s, curve) -> dict:
 
 
 def predict_sequence(loaded: LoadedNet, seq, method: str = "fit", crop=None,
-                     augment: bool = False) -> dict:
+                     augment: bool = False, prior: SystolePrior | None = None) -> dict:
     """ED/ES (0-based original frames) of one CineSequence, with its step curve and time.
 
     A physical contract (mm_per_px) needs `crop`, the sequence's (spacing, HeartCrop, spacing
@@ -201,7 +204,7 @@ def predict_sequence(loaded: LoadedNet, seq, method: str = "fit", crop=None,
     curve = forward_steps(loaded, steps[None], augment)[0]
     t_fwd = time.perf_counter()
     decoded = decode_detail(curve, seq.n_frames, loaded.contract.label, method,
-                            rwave=float((seq.meta or {}).get(RWAVE_KEY) or 0.0))
+                            rwave=float((seq.meta or {}).get(RWAVE_KEY) or 0.0), prior=prior)
     t_end = time.perf_counter()
     result = {"ed": decoded.ed, "es": decoded.es, "confidence": decoded.confidence,
               "decoded": decoded, "time_s": t_end - tic, "curve": curve, "steps": steps,
@@ -237,7 +240,8 @@ def fit_share(z: np.ndarray, n_frames: int, convention: str) -> float:
 
 
 def decode_stacks(records: list[dict], convention: str, method: str = "fit",
-                  detail: bool = False, weights: str = "equal") -> list[dict]:
+                  detail: bool = False, weights: str = "equal",
+                  prior: SystolePrior | None = None) -> list[dict]:
     """Stack-level decoding (not the paper's): ED/ES are phases of the whole cine stack, so the
     predicted curves of its slices, each standardised (zero mean, unit variance), are averaged
     and decoded once; every slice gets that pair and its confidence (of the mean curve:
@@ -263,7 +267,7 @@ def decode_stacks(records: list[dict], convention: str, method: str = "fit",
             w = np.array([fit_share(c, n_frames, convention) for c in z])
             w = w if w.sum() > 0 else np.ones(len(idx))
         mean = (w[:, None] * z).sum(axis=0) / w.sum()
-        decoded = decode_detail(mean, n_frames, convention, method)
+        decoded = decode_detail(mean, n_frames, convention, method, prior=prior)
         share = (time.perf_counter() - tic) / len(idx)
         for i in idx:
             out[i].update(ed_pred=decoded.ed, es_pred=decoded.es,

@@ -120,7 +120,8 @@ DECODERS = ("fit", "extrema", "fit_es", "fit_rwave", "fit_trigger", "rwave_ed")
 
 
 def decode_steps(step_values, n_frames: int, convention: str = "cycle",
-                 method: str = "fit", rwave: float = 0.0) -> tuple[int, int]:
+                 method: str = "fit", rwave: float = 0.0,
+                 prior: SystolePrior | None = None) -> tuple[int, int]:
     """ED/ES in original frames from a curve predicted on the resampled step grid.
 
     ``"fit"`` (default): the (ED, ES) placement whose Eq. 4 curve, sampled at the step positions,
@@ -143,7 +144,7 @@ def decode_steps(step_values, n_frames: int, convention: str = "cycle",
     if method == "extrema":
         y = _checked_steps(step_values)
         return decode_for(convention)(steps_to_frames(y, n_frames))
-    decoded = decode_detail(step_values, n_frames, convention, method, rwave)
+    decoded = decode_detail(step_values, n_frames, convention, method, rwave, prior)
     return decoded.ed, decoded.es
 
 
@@ -155,6 +156,22 @@ def _checked_steps(step_values) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class SystolePrior:
+    """A prior on the systole's share of the cycle for the fit decoders (not the paper's): the
+    placement chosen minimises (1 - R^2) + weight x (its systole fraction - fraction)^2 instead
+    of the residual alone, so where the curve leaves ES uncertain the usual timing decides.
+    fraction: the median ((ES - ED) mod T) / T of the model's training sequences (recorded by
+    tools.train as systole_fraction); weight: chosen on validation (recipe es_prior)."""
+    fraction: float
+    weight: float
+
+    def __post_init__(self):
+        if not 0.0 < self.fraction < 1.0 or not self.weight >= 0.0:
+            raise ValueError(f"a systole prior needs a fraction in (0, 1) and a weight >= 0, got "
+                             f"{self.fraction}, {self.weight}")
+
+
+@dataclass(frozen=True)
 class TemplateFit:
     """Every Eq. 4 placement a decoder considers, fitted to a step curve by least squares with a
     non-negative scale and a free offset: placement p's curve is offset + scale[p] * template."""
@@ -163,10 +180,11 @@ class TemplateFit:
     rss: np.ndarray          # residual sum of squares of each placement's best fit
     scale: np.ndarray        # >= 0
     offset: np.ndarray
-    best: int                # the least rss (ties: first placement in (ED, ES) order)
+    best: int                # the least score (ties: first placement in (ED, ES) order)
     n_frames: int
     n_steps: int
     convention: str
+    score: np.ndarray        # what the placements are ranked by: rss, or rss / total + prior
 
     def curve_at(self, positions, p: int | None = None) -> np.ndarray:
         """Placement p's fitted curve (the best one by default) at frame positions."""
@@ -177,9 +195,10 @@ class TemplateFit:
 
 
 def template_fit(step_values, n_frames: int, convention: str = "cycle",
-                 ed: int | None = None) -> TemplateFit:
+                 ed: int | None = None, prior: SystolePrior | None = None) -> TemplateFit:
     """The Eq. 4 fit of the "fit" decoders (all n_frames * (n_frames - 1) placements; only those
-    with this ED when ed is given, as "fit_trigger" does)."""
+    with this ED when ed is given, as "fit_trigger" does), ranked by residual, or with a prior by
+    the share of the curve left unexplained plus the prior's penalty."""
     y = _checked_steps(step_values)
     eds, ess, templates = _templates(n_frames, y.size, convention)
     if ed is not None:
@@ -193,8 +212,12 @@ def template_fit(step_values, n_frames: int, convention: str = "cycle",
     scale = np.where(tv > 0, tv / tt, 0.0)
     offset = y.mean() - scale * templates.mean(axis=1)
     rss = np.maximum(float(v @ v) - gain, 0.0)
-    return TemplateFit(eds, ess, rss, scale, offset, int(np.argmax(gain)), n_frames, y.size,
-                       convention)
+    score = rss
+    if prior is not None and prior.weight > 0:
+        fraction = ((ess - eds) % n_frames) / n_frames
+        score = rss / max(float(v @ v), 1e-12) + prior.weight * (fraction - prior.fraction) ** 2
+    best = int(np.argmax(gain)) if score is rss else int(np.argmin(score))
+    return TemplateFit(eds, ess, rss, scale, offset, best, n_frames, y.size, convention, score)
 
 
 @dataclass(frozen=True)
@@ -218,7 +241,7 @@ def written_confidence(value) -> float:
 
 
 def decode_detail(step_values, n_frames: int, convention: str = "cycle", method: str = "fit",
-                  rwave: float = 0.0) -> Decoded:
+                  rwave: float = 0.0, prior: SystolePrior | None = None) -> Decoded:
     """decode_steps' answer with its template fit and a confidence.
 
     Every decoder is read through the Eq. 4 template fit: each placement p of the fit is mapped
@@ -233,6 +256,8 @@ def decode_detail(step_values, n_frames: int, convention: str = "cycle", method:
     of the answer given (ED and ES, frame numbers as Eq. 5 counts them) and rss_far the least
     residual of all the others: 0 when an answer more than a frame away fits as well, near 1 when
     every such answer fits far worse than this one. No constant is tuned (docs/detection.md).
+    With a systole prior the placements' scores (unexplained share plus penalty) stand for the
+    residuals, here and in the choice of the best placement.
     """
     y = _checked_steps(step_values)
     if method not in DECODERS:
@@ -241,7 +266,7 @@ def decode_detail(step_values, n_frames: int, convention: str = "cycle", method:
     if method == "fit_trigger":
         from data_prep.rwave import first_frame_after
         restrict = first_frame_after(rwave, n_frames)
-    fit = template_fit(y, n_frames, convention, ed=restrict)
+    fit = template_fit(y, n_frames, convention, ed=restrict, prior=prior)
     answers = np.stack([fit.eds, fit.ess], axis=1)
     if method == "rwave_ed":
         from data_prep.rwave import first_frame_after
@@ -264,7 +289,7 @@ def decode_detail(step_values, n_frames: int, convention: str = "cycle", method:
         ed, es = (int(v) for v in answers[fit.best])
     near = (np.abs(answers[:, 0] - ed) <= CONFIDENCE_FRAMES) & \
         (np.abs(answers[:, 1] - es) <= CONFIDENCE_FRAMES)
-    return Decoded(int(ed), int(es), answer_confidence(fit.rss, near), fit, answers)
+    return Decoded(int(ed), int(es), answer_confidence(fit.score, near), fit, answers)
 
 
 def answer_confidence(rss: np.ndarray, near: np.ndarray) -> float:

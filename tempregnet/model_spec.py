@@ -63,6 +63,26 @@ def decoder_of(loaded, chosen: str | None) -> str:
     return chosen or loaded.description.get("decoder") or "fit"
 
 
+def prior_of(loaded, weight: float):
+    """The systole prior of a detection (labels.SystolePrior): None for weight 0, else the model's
+    training sequences' median systole fraction (settings.json systole_fraction) at that weight."""
+    from tempregnet.labels import SystolePrior
+    if not weight:
+        return None
+    fraction = loaded.description.get("systole_fraction")
+    if fraction is None:
+        raise ValueError(f"--es-prior needs the systole fraction of the model's training "
+                         f"sequences, which {loaded.description.get('run') or 'this model'} does "
+                         f"not record (trained before 2026-12-07, or a bare --model): retrain it, "
+                         f"or leave --es-prior out")
+    return SystolePrior(float(fraction), float(weight))
+
+
+ES_PRIOR_HELP = ("weight of a prior on the systole's share of the cycle (the median of the "
+                 "model's training sequences; tempregnet.labels.SystolePrior) in the fit "
+                 "decoders; 0, the default: none (the paper's decoding)")
+
+
 def load_spec(spec: ModelSpec):
     """The tempregnet.inference.LoadedNet a spec names, its weights' sha1 checked."""
     from tempregnet.contract import SequenceContract
@@ -108,6 +128,7 @@ def add_net_arguments(p: argparse.ArgumentParser) -> None:
                    help="one ED/ES per patient stack: the standardised curves of its slices "
                         "(same frame count) averaged and decoded once (not the paper's protocol)")
     p.add_argument("--tta", action="store_true", help=TTA_HELP)
+    p.add_argument("--es-prior", type=float, default=0.0, metavar="WEIGHT", help=ES_PRIOR_HELP)
     p.add_argument("--gpu", type=int, default=None, help="GPU id (default CPU)")
     p.add_argument("--input-mm-per-px", type=float,
                    help="input pixel size for sequences whose header states none (no "

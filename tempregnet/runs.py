@@ -153,6 +153,7 @@ class ModelFolder:
                 "variant": s.get("variant"), "iterations": s.get("iters"),
                 "imagenet_init": s.get("imagenet_init"), "solver_mode": s.get("solver_mode"),
                 "fold": s.get("fold"), "decoder": recipe.get("decoder"),
+                "systole_fraction": s.get("systole_fraction"),
                 **training_symmetries(recipe)}
         return {k: v for k, v in desc.items() if v is not None}
 

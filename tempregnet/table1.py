@@ -150,10 +150,7 @@ def baseline_records(rows: dict, fold: int, method: str) -> list[dict]:
 
 def trivial_records(rows: dict, train_rows: dict, fold: int) -> tuple[list[dict], float]:
     """ED = 0, ES = round(f T), f the median systole fraction of the fold's training sequences."""
-    labelled = train_rows["ed"] >= 0
-    fraction = baselines.estimate_es_fraction(train_rows["ed"][labelled],
-                                              train_rows["es"][labelled],
-                                              train_rows["n_frames"][labelled])
+    fraction = baselines.rows_es_fraction(train_rows)
     out = []
     for i in range(len(rows["n_frames"])):
         tic = time.perf_counter()

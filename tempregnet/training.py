@@ -19,10 +19,11 @@ from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
 from data_prep.errors import InputError
-from data_prep.hdf5 import read_list
+from data_prep.hdf5 import load_rows, read_list
 from models.config import get_variant
 from models.tempregnet import net_proto, solver_proto
 from tempregnet import runs
+from tempregnet.baselines import LABEL_KEYS, rows_es_fraction
 from tempregnet.contract import read_contract
 from tempregnet.outputs import write_text_atomic
 from tempregnet.recipes import Recipe, load_recipe
@@ -114,6 +115,9 @@ def resolve_settings(recipe: Recipe, data, fold, variant: str, iters: int, weigh
         imagenet_init=bool(weights), seed=seed,
         train_list=str(train_list.resolve()), test_list=str(test_list.resolve()),
         n_train=count_lines(train_list), n_test=count_lines(test_list),
+        # the median systole share of the training sequences: the decoders' systole prior
+        # (labels.SystolePrior) reads it from here, so a model folder carries it
+        systole_fraction=rows_es_fraction(load_rows(train_list, LABEL_KEYS)),
     )
 
 

@@ -88,6 +88,10 @@ def test_run_dir_and_refusal_to_overwrite(prepared, tmp_path):
     assert "Traceback" not in again.stderr and len(again.stderr.strip().splitlines()) == 1
     assert (out / "afd.json").read_text() == before
     assert run_cli(*args, "--force").returncode == 0
+    # a systole prior needs the fraction tools.train records; a run without it is one line
+    prior = run_cli(*args, "--force", "--es-prior", "4")
+    assert prior.returncode == 2 and "systole fraction" in prior.stderr
+    assert "Traceback" not in prior.stderr and len(prior.stderr.strip().splitlines()) == 1
 
 
 def test_predictions_file_by_hand(tmp_path):

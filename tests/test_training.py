@@ -78,6 +78,13 @@ def test_run_directory_is_complete(trained, tmp_path):
     assert settings["variant"] == "tempreg" and settings["iters"] == ITERS and settings["beta"] == 1.0
     assert settings["imagenet_init"] is False and settings["n_test"] == N_TEST
     assert settings["recipe"] == load_recipe("demo").to_dict() and settings["seed"] == 1
+    # the systole prior's fraction: the median ((ES - ED) mod T) / T of the training list's rows
+    import h5py
+    rows = [int(line.split()[1]) for line in (data / "fold0_train.txt").read_text().split("\n") if line]
+    with h5py.File(data / "sequences.h5") as f:
+        ed, es, n = (f[k][()][rows].astype(float) for k in ("ed", "es", "n_frames"))
+    assert settings["systole_fraction"] == pytest.approx(np.median(((es - ed) % n) / n))
+    assert 0 < settings["systole_fraction"] < 1
     solver = text_format.Parse((run_dir / "demo_tempreg_solver.prototxt").read_text(), caffe_pb2.SolverParameter())
     expected_mode = caffe_pb2.SolverParameter.GPU if settings["solver_mode"] == "GPU" else caffe_pb2.SolverParameter.CPU
     assert solver.solver_mode == expected_mode

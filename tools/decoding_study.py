@@ -1,5 +1,6 @@
 """Choose how a model's curves are read (decoder, stack weighting, test-time views, how many
-models' curves are averaged) on validation splits, then report the choice on the test folds.
+models' curves are averaged, the systole prior's weight) on validation splits, then report the
+choice on the test folds.
 
     python -m tools.decoding_study --data data/prepared/acdc_mm \\
         --validation V0 V1 V2 V3 --test R0 R1 R2 R3 --out results/decoding-acdc_mm
@@ -30,7 +31,8 @@ from tempregnet import evaluation as afd
 from tempregnet.contract import read_list_contract
 from tempregnet.inference import (LoadedNet, decode_stacks, load_model, load_net, predict_rows,
                                   quiet_caffe, standardised)
-from tempregnet.labels import DECODERS, decode_detail
+from tempregnet.baselines import rows_es_fraction
+from tempregnet.labels import DECODERS, SystolePrior, decode_detail
 from tempregnet.outputs import write_json_atomic, write_text_atomic
 from tempregnet.recipes import load_recipe
 from tempregnet.runs import training_symmetries
@@ -61,39 +63,49 @@ def collect(kind: str, folders: list[str], data: Path) -> list[dict]:
         for folder in group.split(","):
             if kind == "validation":
                 loaded, listing = validation_net(Path(folder), fold)
+                trained_on = Path(folder) / f"fold{fold}_fit.txt"
             else:
                 loaded, listing = load_model(folder), data / f"fold{fold}_test.txt"
+                trained_on = data / f"fold{fold}_train.txt"
+            fraction = rows_es_fraction(load_rows(trained_on))
             rows = load_rows(listing)
             one = predict_rows(loaded, rows, batch=8, method="fit")
             tta = predict_rows(loaded, rows, batch=8, method="fit", augment=True)
             per_model.append((one, tta))
         for i, rec in enumerate(per_model[0][0]):
             records.append({k: rec[k] for k in ("seq_id", "n_frames", "ed_true", "es_true", "group")}
-                           | {"fold": f"fold{fold}",
+                           | {"fold": f"fold{fold}", "systole_fraction": fraction,
                               "one": [m[0][i]["curve"] for m in per_model],
                               "tta": [m[1][i]["curve"] for m in per_model]})
     return records
 
 
-def candidates(decoders) -> list[dict]:
-    """Every combination considered: decoder x views x models averaged x stack weighting."""
-    return [{"decoder": d, "views": v, "models": m, "stack_weights": w}
-            for d, v, m, w in itertools.product(decoders, VIEWS, ("first", "all"), STACK_WEIGHTS)]
+def candidates(decoders, several_models: bool, priors) -> list[dict]:
+    """Every combination considered: decoder x views x models averaged (the first model of each
+    fold, or all of them where several were given) x stack weighting x systole prior weight."""
+    models = ("first", "all") if several_models else ("first",)
+    return [{"decoder": d, "views": v, "models": m, "stack_weights": w, "es_prior": p}
+            for d, v, m, w, p in itertools.product(decoders, VIEWS, models, STACK_WEIGHTS, priors)]
 
 
 def score(records: list[dict], cand: dict, convention: str) -> dict:
     """Pooled aFD ED / ES (and cyclic) per sequence and per stack for one candidate."""
-    decoded = []
+    decoded, priors = [], []
     for rec in records:
         curves = rec[cand["views"]] if cand["models"] == "all" else rec[cand["views"]][:1]
         curve = standardised(np.array(curves)).mean(axis=0)
-        d = decode_detail(curve, rec["n_frames"], convention, cand["decoder"])
+        prior = SystolePrior(rec["systole_fraction"], cand["es_prior"]) if cand["es_prior"] else None
+        priors.append(prior)
+        d = decode_detail(curve, rec["n_frames"], convention, cand["decoder"], prior=prior)
         decoded.append({**rec, "curve": curve.tolist(), "ed_pred": d.ed, "es_pred": d.es, "time_s": 0.0,
                         "confidence": d.confidence})
+    stacked = []                 # per fold: one model per fold, so one prior per fold
+    for fold in sorted({r["fold"] for r in decoded}):
+        idx = [i for i, r in enumerate(decoded) if r["fold"] == fold]
+        stacked += decode_stacks([decoded[i] for i in idx], convention, cand["decoder"],
+                                 weights=cand["stack_weights"], prior=priors[idx[0]])
     out = {}
-    for level, recs in (("sequence", decoded),
-                        ("stack", decode_stacks(decoded, convention, cand["decoder"],
-                                                weights=cand["stack_weights"]))):
+    for level, recs in (("sequence", decoded), ("stack", stacked)):
         pooled = afd.summarise(recs)[afd.POOLED]
         out[level] = {p: {"afd": pooled[p]["afd"], "cyclic": pooled[p]["cyclic_afd_not_paper"]}
                       for p in afd.PHASES}
@@ -102,12 +114,13 @@ def score(records: list[dict], cand: dict, convention: str) -> dict:
 
 def simplicity(cand: dict) -> tuple:
     """Ties go to the cheaper, plainer candidate."""
-    return (cand["models"] == "all", cand["views"] == "tta", cand["stack_weights"] != "equal")
+    return (cand["models"] == "all", cand["views"] == "tta", cand["stack_weights"] != "equal",
+            cand["es_prior"])
 
 
 def table(rows: list[tuple[dict, dict]], chosen: dict | None = None) -> str:
-    head = ("| decoder | views | models | stack weights | ED / ES per sequence | cyclic | "
-            "ED / ES per stack | cyclic |\n|---|---|---|---|---:|---:|---:|---:|\n")
+    head = ("| decoder | views | models | stack weights | systole prior | ED / ES per sequence | "
+            "cyclic | ED / ES per stack | cyclic |\n|---|---|---|---|---:|---:|---:|---:|---:|\n")
     lines = []
     for cand, s in rows:
         mark = " (chosen)" if cand == chosen else ""
@@ -116,20 +129,25 @@ def table(rows: list[tuple[dict, dict]], chosen: dict | None = None) -> str:
             cells.append(f"{s[level]['ed']['afd']:.2f} / {s[level]['es']['afd']:.2f}")
             cells.append(f"{s[level]['ed']['cyclic']:.2f} / {s[level]['es']['cyclic']:.2f}")
         lines.append(f"| {cand['decoder']}{mark} | {cand['views']} | {cand['models']} | "
-                     f"{cand['stack_weights']} | " + " | ".join(cells) + " |")
+                     f"{cand['stack_weights']} | {cand['es_prior']:g} | " + " | ".join(cells) + " |")
     return head + "\n".join(lines) + "\n"
 
 
 def run(args) -> dict:
     cache = args.out / CURVES_FILE
+    sources = {"validation": args.validation, "test": args.test}
     if cache.is_file():
         curves = json.loads(cache.read_text())
+        if curves.get("sources") != sources:
+            raise InputError(cache, "holds the curves of other nets; give another --out")
     else:
-        curves = {"validation": collect("validation", args.validation, args.data),
+        curves = {"sources": sources,
+                  "validation": collect("validation", args.validation, args.data),
                   "test": collect("test", args.test, args.data)}
         write_json_atomic(cache, curves)
     convention = read_list_contract(args.data / "fold0_test.txt").label
-    cands = candidates(args.decoders)
+    several = any(len(r["one"]) > 1 for r in curves["validation"] + curves["test"])
+    cands = candidates(args.decoders, several, args.es_priors)
     val = [(c, score(curves["validation"], c, convention)) for c in cands]
     chosen = min(val, key=lambda cs: (round(cs[1]["stack"]["es"]["afd"], 6),
                                       round(cs[1]["sequence"]["es"]["afd"], 6),
@@ -155,6 +173,9 @@ def main(argv=None) -> int:
     p.add_argument("--test", nargs="+", required=True, metavar="RUN[,RUN...]",
                    help="tools.train runs, fold 0, 1, ... in order")
     p.add_argument("--decoders", nargs="+", choices=DECODERS, default=["fit_rwave", "fit_trigger", "rwave_ed"])
+    p.add_argument("--es-priors", nargs="+", type=float, default=[0.0, 1.0, 2.0, 4.0, 8.0],
+                   help="systole prior weights to try (0: none; labels.SystolePrior, its fraction "
+                        "the median of each model's training sequences)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     if len(args.validation) != len(args.test):

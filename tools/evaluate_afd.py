@@ -27,7 +27,7 @@ from tempregnet.labels import written_confidence
 from tempregnet.inference import (check_rows, decode_stacks, load_model, load_net, predict_rows,
                                   quiet_caffe)
 from tempregnet.labels import CONVENTIONS, DECODERS
-from tempregnet.model_spec import TTA_HELP, TTA_TEXT, decoder_of
+from tempregnet.model_spec import ES_PRIOR_HELP, TTA_HELP, TTA_TEXT, decoder_of, prior_of
 from tempregnet.outputs import (OutputExists, refuse_overwrite, write_csv_atomic, write_json_atomic,
                                 write_text_atomic)
 
@@ -170,9 +170,11 @@ def records_from_nets(args) -> tuple[list[dict], dict]:
         unlabelled = int((rows["ed"] < 0).sum())
         if unlabelled:
             raise InputError(list_file, f"{unlabelled} of its sequences have no ED/ES labels")
-        fold = predict_rows(loaded, rows, batch=args.batch, method=decoder, augment=args.tta)
+        prior = prior_of(loaded, args.es_prior)
+        fold = predict_rows(loaded, rows, batch=args.batch, method=decoder, augment=args.tta,
+                            prior=prior)
         if args.stack:
-            fold = decode_stacks(fold, loaded.contract.label, decoder)
+            fold = decode_stacks(fold, loaded.contract.label, decoder, prior=prior)
         for rec in fold:
             rec["fold"] = fold_name(list_file)
             records.append(rec)
@@ -180,7 +182,7 @@ def records_from_nets(args) -> tuple[list[dict], dict]:
     meta = {"decoder": ", ".join(sorted(decoders)), "batch": args.batch, "nets": nets,
             "lists": [p.name for p in lists],
             "decoding": "per cine stack (not the paper's)" if args.stack else "per sequence",
-            "test_augmentation": TTA_TEXT if args.tta else "none"}
+            "test_augmentation": TTA_TEXT if args.tta else "none", "es_prior": args.es_prior}
     return records, meta
 
 
@@ -197,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="prepared dataset dir that holds the list files")
     p.add_argument("--list", action="append", default=[], help="split list, e.g. fold0_test.txt")
     p.add_argument("--tta", action="store_true", help=TTA_HELP)
+    p.add_argument("--es-prior", type=float, default=0.0, metavar="WEIGHT", help=ES_PRIOR_HELP)
     p.add_argument("--decoder", choices=DECODERS,
                    help="fit: Eq. 4 template fit; extrema: the paper's max/min rule; fit_es: ES by "
                         "the fit, ED the peak before it (sequences that start at ED). Default: the "
