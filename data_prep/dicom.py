@@ -11,6 +11,7 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from data_prep.dicom_header import PLAIN_SYNTAXES, PlainHeader, plain_header
 from data_prep.errors import InputError, Where
 from data_prep.keys import public_order_key
 from data_prep.rwave import RWAVE_KEY, trigger_rwave
@@ -122,18 +123,15 @@ def scan_file(path) -> list[DicomImage]:
 
 
 def _scan_file(path) -> list[DicomImage]:
-    try:
-        ds = pydicom.dcmread(path, defer_size=1024)   # big values (pixels) are not read here
-    except InvalidDicomError:
-        raise InputError(path, "not a DICOM file") from None
-    except READ_ERRORS as exc:
-        raise InputError(path, f"unreadable DICOM header ({_short(exc)})") from None
+    ds = plain_header(path)           # the common case, without pydicom (data_prep.dicom_header)
+    if ds is None:
+        ds = _read_header(path)
     if "Rows" not in ds or "Columns" not in ds:
         if "PixelData" not in ds:
             raise InputError(path, "no pixel data (not an image)")
         raise InputError(path, "no Rows/Columns in the header")
     has_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
-    shape = (int(ds.Rows), int(ds.Columns))
+    shape = (int(ds.get("Rows")), int(ds.get("Columns")))
     series = str(ds.get("SeriesInstanceUID", ""))
     patient = str(ds.get("PatientID", "")) or str(ds.get("StudyInstanceUID", "")) or series
     expected = _int(ds.get("CardiacNumberOfImages"))
@@ -159,31 +157,53 @@ def _scan_file(path) -> list[DicomImage]:
     return images
 
 
-PLAIN_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")   # implicit / explicit VR LE
+def _read_header(path):
+    """pydicom's Dataset of the file's header (big values such as the pixels left unread)."""
+    try:
+        return pydicom.dcmread(path, defer_size=1024)
+    except InvalidDicomError:
+        raise InputError(path, "not a DICOM file") from None
+    except READ_ERRORS as exc:
+        raise InputError(path, f"unreadable DICOM header ({_short(exc)})") from None
+
+
+def _pixel_location(ds) -> tuple[str, int, int] | None:
+    """(transfer syntax, offset, length) of the pixel data element's value as the scan found
+    it, or None where it was not read as a plain little-endian element."""
+    if isinstance(ds, PlainHeader):
+        return ds.syntax, ds.pixel_offset, ds.pixel_length
+    meta = getattr(ds, "file_meta", None)
+    syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    element = ds.get_item(0x7FE00010, keep_deferred=True)
+    if (not isinstance(element, pydicom.dataelem.RawDataElement) or element.value_tell is None
+            or not element.is_little_endian):
+        return None
+    return syntax, int(element.value_tell), element.length
 
 
 def raw_pixels(ds, shape) -> RawPixels | None:
-    """RawPixels of a single-frame file as the scan read it, or None where pydicom must decode
-    it (compressed, big endian, colour, palette, signed with unused high bits, odd layouts)."""
+    """RawPixels of a single-frame file as the scan read it (a pydicom Dataset or a
+    PlainHeader), or None where pydicom must decode it (compressed, big endian, colour,
+    palette, signed with unused high bits, odd layouts)."""
     try:
-        meta = getattr(ds, "file_meta", None)
-        syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
-        element = ds.get_item(0x7FE00010, keep_deferred=True)
+        where = _pixel_location(ds)
+        if where is None:
+            return None
+        syntax, offset, length = where
         bits = int(ds.get("BitsAllocated", 0))
         stored = int(ds.get("BitsStored", bits))
         signed = int(ds.get("PixelRepresentation", 0)) == 1
         photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
         nbytes = shape[0] * shape[1] * bits // 8
-        raw = isinstance(element, pydicom.dataelem.RawDataElement)
-        if (syntax not in PLAIN_SYNTAXES or not raw or element.value_tell is None or not element.is_little_endian
-                or element.length not in (nbytes, nbytes + 1) or bits not in (8, 16, 32)
+        if (syntax not in PLAIN_SYNTAXES or length not in (nbytes, nbytes + 1)
+                or bits not in (8, 16, 32)
                 or int(ds.get("SamplesPerPixel", 1)) != 1
                 or photometric not in ("MONOCHROME1", "MONOCHROME2")
                 or not 1 <= stored <= bits or (signed and stored != bits)):
             return None
         slope = _float(ds.get("RescaleSlope")) or 1.0
         intercept = _float(ds.get("RescaleIntercept")) or 0.0
-        return RawPixels(int(element.value_tell), f"<{'i' if signed else 'u'}{bits // 8}", stored,
+        return RawPixels(offset, f"<{'i' if signed else 'u'}{bits // 8}", stored,
                          photometric == "MONOCHROME1", slope, intercept)
     except (AttributeError, KeyError, TypeError, ValueError):
         return None
