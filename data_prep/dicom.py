@@ -117,15 +117,15 @@ def walk(folder):
 
 def scan_file(path) -> list[DicomImage]:
     """The images one file holds (header only; pixel data is read by `load_frames`)."""
+    header = plain_header(path)       # the common case, without pydicom (data_prep.dicom_header)
+    if header is not None:
+        return _scan_file(path, header)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")       # pydicom warns on every non-conformant UID it reads
-        return _scan_file(path)
+        return _scan_file(path, _read_header(path))
 
 
-def _scan_file(path) -> list[DicomImage]:
-    ds = plain_header(path)           # the common case, without pydicom (data_prep.dicom_header)
-    if ds is None:
-        ds = _read_header(path)
+def _scan_file(path, ds) -> list[DicomImage]:
     if "Rows" not in ds or "Columns" not in ds:
         if "PixelData" not in ds:
             raise InputError(path, "no pixel data (not an image)")
@@ -455,8 +455,9 @@ def _position(ds, plane=None, orient=None) -> float | None:
     ipp = (plane or ds).get("ImagePositionPatient")
     iop = (orient or ds).get("ImageOrientationPatient")
     if ipp is not None and iop is not None and len(ipp) == 3 and len(iop) == 6:
-        normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
-        return float(np.dot(normal, np.asarray(ipp, float)))
+        (r0, r1, r2, c0, c1, c2), (x, y, z) = map(float, iop), map(float, ipp)
+        # the cross product and dot product as numpy computes them, without its overhead
+        return (r1 * c2 - r2 * c1) * x + (r2 * c0 - r0 * c2) * y + (r0 * c1 - r1 * c0) * z
     return _float(ds.get("SliceLocation"))
 
 

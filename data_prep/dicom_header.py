@@ -49,6 +49,7 @@ _IS = re.compile(r" *[-+]?\d+ *\Z")
 _TEXT = re.compile(r"[\x20-\x5b\x5d-\x7e]*\Z")    # printable ASCII without the backslash
 _CHUNK = 8192
 _tag, _u16, _u32 = struct.Struct("<HH"), struct.Struct("<H"), struct.Struct("<L")
+_explicit, _implicit = struct.Struct("<HH2sHL"), struct.Struct("<HHL")   # element headers
 
 
 class Declined(Exception):
@@ -108,10 +109,24 @@ def _walk(f: _File) -> PlainHeader:
     vr = f.need(pos + 6)[pos + 4:pos + 6]  # pydicom's check of the dataset's real encoding
     if (0x40 < vr[0] < 0x5B and 0x40 < vr[1] < 0x5B) != explicit:
         raise Declined("VR encoding differs from the transfer syntax")
-    found, last = PlainHeader(), -1
-    while True:
-        tag, vr, length, pos = _element(f, pos, explicit)
-        if tag <= last or tag >> 16 == 0xFFFE:
+    found, last, data = PlainHeader(), -1, f.data
+    head, size = (_explicit, 12) if explicit else (_implicit, 8)
+    while True:                           # the dataset: one unpack per element header
+        if pos + 12 > len(data):
+            data = f.need(pos + size)
+        if explicit:
+            group, element, vr, length, long_length = head.unpack_from(data, pos)
+            if vr in _LONG:
+                length, pos = long_length, pos + 12
+            elif vr in _SHORT:
+                pos += 8
+            else:
+                raise Declined("unknown VR")
+        else:
+            (group, element, length), vr = head.unpack_from(data, pos), None
+            pos += 8
+        tag = group << 16 | element
+        if tag <= last or group == 0xFFFE:
             raise Declined("tags out of order")
         last = tag
         if tag == _PIXEL_DATA:
@@ -125,17 +140,21 @@ def _walk(f: _File) -> PlainHeader:
                 raise Declined("VR other than the dictionary's")
             pos = _skip_sequence(f, pos, explicit, None if length == _UNDEFINED else pos + length,
                                  empty=True)
+            data = f.data
             continue
         if length == _UNDEFINED:
             if explicit and vr != b"SQ":
                 raise Declined("undefined length outside a sequence")
             pos = _skip_sequence(f, pos, explicit)
+            data = f.data
             continue
         if tag in _WANTED:
             keyword, want_vr, count = _WANTED[tag]
             if explicit and vr != want_vr:
                 raise Declined("VR other than the dictionary's")
-            found[keyword] = _value(f.need(pos + length)[pos:pos + length], want_vr, count)
+            if pos + length > len(data):
+                data = f.need(pos + length)
+            found[keyword] = _value(data[pos:pos + length], want_vr, count)
         pos += length
     if "Rows" not in found or "Columns" not in found or found.get("NumberOfFrames", 1) != 1:
         raise Declined("no image size, or several frames")

@@ -209,3 +209,14 @@ def test_big_endian_truncated_and_not_dicom_declined(tmp_path, monkeypatch):
     paths[2].write_bytes(b"not a DICOM file at all")
     assert not any(lean_equals_pydicom(p, monkeypatch) for p in paths)
     assert "not a DICOM file" in _scan(paths[2]) and str(paths[1]) in _scan(paths[1])
+
+
+def test_slice_position_is_numpys_cross_and_dot():
+    """_position's scalar arithmetic gives numpy's IPP . (row x col) to the last bit."""
+    rng = np.random.default_rng(5)
+    for _ in range(2000):
+        iop, ipp = (rng.normal(size=6) * rng.choice([1e-3, 1.0, 100.0])).tolist(), \
+            (rng.normal(size=3) * 300).tolist()
+        reference = float(np.dot(np.cross(np.asarray(iop[:3]), np.asarray(iop[3:])), ipp))
+        assert dicom._position({"ImagePositionPatient": ipp,
+                                "ImageOrientationPatient": iop}) == reference
