@@ -334,40 +334,43 @@ def load_frames(images: list[DicomImage]) -> np.ndarray:
 
 def _load_frames(images: list[DicomImage]) -> np.ndarray:
     cache = {}
-    frames = []
-    for im in images:
-        frame = _read_raw(im) if im.raw is not None else None
-        if frame is not None:             # the plain-file path: no second parse of the file
-            frames.append(frame)
-            continue
+    frames = np.empty((len(images),) + images[0].shape, np.float32)   # one sequence: one size
+    for k, im in enumerate(images):
+        if im.raw is not None and _read_raw(im, frames[k]):
+            continue                      # the plain-file path: no second parse of the file
         if im.path not in cache:
             cache = {im.path: _read_pixels(im.path)}    # keep only the current file in memory
         ds, pixels = cache[im.path]
-        frame = pixels if im.frame is None else pixels[im.frame]
-        frames.append(_to_grey_units(ds, frame, im))
-    return np.stack(frames).astype(np.float32)
+        frames[k] = _to_grey_units(ds, pixels if im.frame is None else pixels[im.frame], im)
+    return frames
 
 
-def _read_raw(im: DicomImage) -> np.ndarray | None:
-    """The frame of a plain file (RawPixels) in scanner units as _to_grey_units gives it, or None
-    where it must be decoded by pydicom (unreadable, short, values beyond BitsStored)."""
+def _read_raw(im: DicomImage, into: np.ndarray) -> bool:
+    """Write the frame of a plain file (RawPixels) into `into` (float32) in scanner units as
+    _to_grey_units gives them; False where it must be decoded by pydicom (unreadable, short,
+    values beyond BitsStored)."""
     raw = im.raw
     count = im.shape[0] * im.shape[1]
     try:
         values = np.fromfile(im.path, dtype=raw.dtype, count=count, offset=raw.offset)
     except (OSError, ValueError):
-        return None
+        return False
     if values.size != count:
-        return None
+        return False
     bits = np.dtype(raw.dtype).itemsize * 8
     if raw.bits_stored < bits and int(values.max()) >= 1 << raw.bits_stored:
-        return None                       # unused high bits set: pydicom knows what to do
-    x = values.reshape(im.shape).astype(np.float64)
+        return False                      # unused high bits set: pydicom knows what to do
+    values = values.reshape(im.shape)
+    if not raw.monochrome1 and raw.slope == 1.0 and raw.intercept == 0.0:
+        into[...] = values                # what x * 1.0 + 0.0 in float64 rounds to
+        return True
+    x = values.astype(np.float64)
     if raw.monochrome1:                   # as _to_grey_units: flip within the stored range
         lo, hi = (-(2 ** (raw.bits_stored - 1)), 2 ** (raw.bits_stored - 1) - 1) \
             if raw.dtype.startswith("<i") else (0, 2 ** raw.bits_stored - 1)
         x = lo + hi - x
-    return x * raw.slope + raw.intercept
+    into[...] = x * raw.slope + raw.intercept
+    return True
 
 
 def _read_pixels(path):
