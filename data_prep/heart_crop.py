@@ -31,7 +31,7 @@ STACK_SIGMA_MM = 15.0                          # a slice's LV lies this near the
 CENTRE_SIGMA_MM = 60.0                         # prior: the heart is planned near the isocentre
 PERCENTILES = (1.0, 99.0)
 STRIDE = 2                                      # the score is searched on every STRIDE-th grid
-                                                # pixel, then at each pixel near the pick
+CANDIDATES = 4                                  # pixel, then at each pixel near its best peaks
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,10 @@ def _filter_bank(image: np.ndarray, which: int, stride: int = 1) -> np.ndarray:
         return out[:, pad:pad + h, pad:pad + w]
     if stride != 2:
         raise ValueError("stride must be 1 or 2")
-    folded = np.einsum("qkij,qij->kij", _folded_spectra(image.shape, which), _quarters(f, size))
+    kernels, image_parts = _folded_spectra(image.shape, which), _quarters(f, size)
+    folded = kernels[0] * image_parts[0]
+    for q in range(1, 4):
+        folded += kernels[q] * image_parts[q]
     n, m = size
     out = scipy.fft.irfft2(folded, s=(n // 2, m // 2), axes=(1, 2))
     return out[:, pad // 2:pad // 2 + (h + 1) // 2, pad // 2:pad // 2 + (w + 1) // 2]
@@ -182,20 +185,18 @@ def _filter_at(image: np.ndarray, which: int, r0: int, c0: int, rows: int, cols:
 
 
 def _best_disc(on_mean: np.ndarray, on_h1: np.ndarray, prior: np.ndarray):
-    """(best score, its radius in mm) per pixel, from the banks' responses there."""
+    """(best score, its radius in mm; 0 where no disc scores > 0) per pixel, from the banks'
+    responses there."""
     on_mean = on_mean.reshape(len(RADII_MM), 1 + SECTORS, *on_mean.shape[1:])
-    best = np.zeros(on_mean.shape[2:], np.float32)
-    best_r = np.zeros_like(best)
-    for i, r_mm in enumerate(RADII_MM):
-        disc, sectors = on_mean[i, 0], on_mean[i, 1:]
-        # brighter than its ring in every direction: the LV pool inside its myocardium (the RV
-        # pool borders bright fat or the atrium on one side)
-        contrast = disc - sectors.max(axis=0)
-        motion = np.sqrt(np.clip(on_h1[i], 0.0, None))
-        score = np.clip(contrast, 0.0, None) * motion * prior * r_mm ** SIZE_POWER
-        better = score > best
-        best[better], best_r[better] = score[better], r_mm
-    return best, best_r
+    # brighter than its ring in every direction: the LV pool inside its myocardium (the RV pool
+    # borders bright fat or the atrium on one side)
+    contrast = on_mean[:, 0] - on_mean[:, 1:].max(axis=1)
+    motion = np.sqrt(np.clip(on_h1, 0.0, None))
+    size = np.asarray(RADII_MM, np.float32) ** SIZE_POWER
+    score = np.clip(contrast, 0.0, None) * motion * prior * size[:, None, None]
+    first = np.argmax(score, axis=0)                # the smallest radius of the best score
+    best = np.take_along_axis(score, first[None], axis=0)[0]
+    return best, np.where(best > 0, np.asarray(RADII_MM, np.float32)[first], np.float32(0.0))
 
 
 def maps(frames: np.ndarray, spacing) -> dict:
@@ -221,23 +222,43 @@ def maps(frames: np.ndarray, spacing) -> dict:
     return {"mean": mean, "h1": h1, "prior": prior, "score": best, "radius": best_r}
 
 
-def refine(m: dict, r: int, c: int, weight=None) -> tuple[int, int, float, float]:
-    """(row, col, score, radius) of the best grid pixel within STRIDE pixels of the coarse
-    pixel (r, c) of maps m, by score x weight(rows, cols) (None: 1)."""
+def search(m: dict, weight=None) -> tuple[int, int, float, float]:
+    """(row, col, score, radius) of the grid pixel of maps m with the best score x
+    weight(rows, cols) (None: 1): the CANDIDATES best peaks on every STRIDE-th pixel, then each
+    pixel near them."""
+    h, w = m["score"].shape
+    rows, cols = (STRIDE * np.mgrid[0:h, 0:w]).astype(np.float32)
+    coarse = m["score"] * (1.0 if weight is None else weight(rows, cols))
+    peaks = np.flatnonzero(coarse >= cv2.dilate(coarse, np.ones((3, 3), np.uint8)))
+    best = peaks[np.argsort(coarse.ravel()[peaks])[::-1][:CANDIDATES]]
+    found = [refine(m, *np.unravel_index(int(k), (h, w)), weight) for k in best]
+    return max(found, key=lambda f: f[4])[:4]
+
+
+def refine(m: dict, r: int, c: int, weight=None) -> tuple[int, int, float, float, float]:
+    """(row, col, score, radius, score x weight) of the best grid pixel within STRIDE pixels of
+    the coarse pixel (r, c) of maps m, by score x weight(rows, cols) (None: 1)."""
+    r0, c0, score, radius = _window(m, r, c)
+    rows, cols = np.mgrid[r0:r0 + score.shape[0], c0:c0 + score.shape[1]].astype(np.float32)
+    weighted = score * (1.0 if weight is None else weight(rows, cols))
+    i, j = np.unravel_index(int(np.argmax(weighted)), score.shape)
+    return r0 + int(i), c0 + int(j), float(score[i, j]), float(radius[i, j]), float(weighted[i, j])
+
+
+def _window(m: dict, r: int, c: int) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """(first row, first col, score, radius) of the grid pixels within STRIDE pixels of the
+    coarse pixel (r, c) of maps m, from direct kernel sums."""
     h, w = m["mean"].shape
     r0, c0 = max(STRIDE * r - STRIDE, 0), max(STRIDE * c - STRIDE, 0)
     r1, c1 = min(STRIDE * r + STRIDE + 1, h), min(STRIDE * c + STRIDE + 1, w)
     score, radius = _best_disc(_filter_at(m["mean"], 0, r0, c0, r1 - r0, c1 - c0),
                                _filter_at(m["h1"], 1, r0, c0, r1 - r0, c1 - c0),
                                m["prior"][r0:r1, c0:c1])
-    rows, cols = np.mgrid[r0:r1, c0:c1].astype(np.float32)
-    k = int(np.argmax(score * (1.0 if weight is None else weight(rows, cols))))
-    i, j = np.unravel_index(k, score.shape)
-    return r0 + int(i), c0 + int(j), float(score[i, j]), float(radius[i, j])
+    return r0, c0, score, radius
 
 
 def _crop(m: dict, found: tuple, shape, spacing, side_mm: float) -> HeartCrop:
-    """The crop for the WORK_MM grid pixel `found` (refine's row, col, score, radius) of maps
+    """The crop for the WORK_MM grid pixel `found` (search's row, col, score, radius) of maps
     m, in input pixels of a frame of `shape`."""
     r, c, score, radius = found
     sy = shape[0] / m["mean"].shape[0]         # both grids start at the same top-left corner
@@ -251,34 +272,36 @@ def _crop(m: dict, found: tuple, shape, spacing, side_mm: float) -> HeartCrop:
 def find_heart(frames: np.ndarray, spacing, side_mm: float) -> HeartCrop:
     """The LV-centred crop of one cine (T x H x W, any units) with (row, col) spacing in mm."""
     m = maps(frames, spacing)
-    r, c = np.unravel_index(int(np.argmax(m["score"])), m["score"].shape)
-    return _crop(m, refine(m, r, c), frames.shape[1:], spacing, side_mm)
+    return _crop(m, search(m), frames.shape[1:], spacing, side_mm)
 
 
 def find_stack(stack, side_mm: float) -> list[HeartCrop]:
     """Crops for the slices of one patient's cine stack: [(frames, spacing)] in, one crop each.
 
     The LV is one organ through the stack: slices with the same grid (frame shape and spacing)
-    vote with their score maps (every STRIDE-th pixel), each scaled to a maximum of 1; each slice
-    then takes its best disc within STACK_SIGMA_MM (Gaussian weight) of the stack's consensus
-    centre, refined to the grid pixel. A slice on a grid of its own is found alone.
+    vote with their score maps, each scaled to its maximum on every STRIDE-th pixel (the vote's
+    peak is then refined to the grid pixel); each slice then takes its best disc within
+    STACK_SIGMA_MM (Gaussian weight) of the stack's consensus centre (`search`). A slice on a
+    grid of its own is found alone.
     """
     found = [maps(frames, spacing) for frames, spacing in stack]
     keys = [(frames.shape[1:], tuple(spacing)) for frames, spacing in stack]
     sigma = STACK_SIGMA_MM / WORK_MM
+    consensus = {}
+    for key in set(keys):
+        members = [(m, max(float(m["score"].max()), 1e-12)) for m, k in zip(found, keys) if k == key]
+        votes = sum(m["score"] / top for m, top in members)
+        r, c = np.unravel_index(int(np.argmax(votes)), votes.shape)
+        windows = [(_window(m, r, c), top) for m, top in members]     # then on the grid near it
+        fine = sum(score / top for (_, _, score, _), top in windows)
+        i, j = np.unravel_index(int(np.argmax(fine)), fine.shape)
+        consensus[key] = (windows[0][0][0] + i, windows[0][0][1] + j)
     crops = []
-    for i, (frames, spacing) in enumerate(stack):
-        m = found[i]
-        votes = sum(found[j]["score"] / max(float(found[j]["score"].max()), 1e-12)
-                    for j in range(len(stack)) if keys[j] == keys[i])
-        r0, c0 = np.unravel_index(int(np.argmax(votes)), votes.shape)
-        r0, c0 = STRIDE * r0, STRIDE * c0               # on the grid
+    for (frames, spacing), m, key in zip(stack, found, keys):
+        r0, c0 = consensus[key]
 
         def near(rows, cols):
             return np.exp(-((rows - r0) ** 2 + (cols - c0) ** 2) / (2 * sigma * sigma))
 
-        h, w = votes.shape
-        yy, xx = (STRIDE * np.mgrid[0:h, 0:w]).astype(np.float32)
-        r, c = np.unravel_index(int(np.argmax(m["score"] * near(yy, xx))), votes.shape)
-        crops.append(_crop(m, refine(m, r, c, near), frames.shape[1:], spacing, side_mm))
+        crops.append(_crop(m, search(m, near), frames.shape[1:], spacing, side_mm))
     return crops
