@@ -31,7 +31,9 @@ STACK_SIGMA_MM = 15.0                          # a slice's LV lies this near the
 CENTRE_SIGMA_MM = 60.0                         # prior: the heart is planned near the isocentre
 PERCENTILES = (1.0, 99.0)
 STRIDE = 2                                      # the score is searched on every STRIDE-th grid
-CANDIDATES = 4                                  # pixel, then at each pixel near its best peaks
+CANDIDATES = 4                                  # pixel, then at each pixel within REACH_PX of
+REACH_PX = 4                                    # its CANDIDATES best peaks (narrow peaks fall
+                                                # between the coarse pixels)
 
 
 @dataclass(frozen=True)
@@ -236,7 +238,7 @@ def search(m: dict, weight=None) -> tuple[int, int, float, float]:
 
 
 def refine(m: dict, r: int, c: int, weight=None) -> tuple[int, int, float, float, float]:
-    """(row, col, score, radius, score x weight) of the best grid pixel within STRIDE pixels of
+    """(row, col, score, radius, score x weight) of the best grid pixel within REACH_PX of
     the coarse pixel (r, c) of maps m, by score x weight(rows, cols) (None: 1)."""
     r0, c0, score, radius = _window(m, r, c)
     rows, cols = np.mgrid[r0:r0 + score.shape[0], c0:c0 + score.shape[1]].astype(np.float32)
@@ -246,11 +248,11 @@ def refine(m: dict, r: int, c: int, weight=None) -> tuple[int, int, float, float
 
 
 def _window(m: dict, r: int, c: int) -> tuple[int, int, np.ndarray, np.ndarray]:
-    """(first row, first col, score, radius) of the grid pixels within STRIDE pixels of the
+    """(first row, first col, score, radius) of the grid pixels within REACH_PX of the
     coarse pixel (r, c) of maps m, from direct kernel sums."""
     h, w = m["mean"].shape
-    r0, c0 = max(STRIDE * r - STRIDE, 0), max(STRIDE * c - STRIDE, 0)
-    r1, c1 = min(STRIDE * r + STRIDE + 1, h), min(STRIDE * c + STRIDE + 1, w)
+    r0, c0 = max(STRIDE * r - REACH_PX, 0), max(STRIDE * c - REACH_PX, 0)
+    r1, c1 = min(STRIDE * r + REACH_PX + 1, h), min(STRIDE * c + REACH_PX + 1, w)
     score, radius = _best_disc(_filter_at(m["mean"], 0, r0, c0, r1 - r0, c1 - c0),
                                _filter_at(m["h1"], 1, r0, c0, r1 - r0, c1 - c0),
                                m["prior"][r0:r1, c0:c1])

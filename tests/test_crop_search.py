@@ -52,8 +52,10 @@ def test_refine_takes_the_best_pixel_near_the_coarse_one():
 
     for r, c, wt in ((10, 12, None), (0, 0, weight), (h // 2, w // 2, weight),
                      ((h - 1) // 2, (w - 1) // 2, None)):
-        lo_r, lo_c = max(2 * r - 2, 0), max(2 * c - 2, 0)
-        window = (slice(lo_r, min(2 * r + 3, h)), slice(lo_c, min(2 * c + 3, w)))
+        reach, stride = hc.REACH_PX, hc.STRIDE
+        lo_r, lo_c = max(stride * r - reach, 0), max(stride * c - reach, 0)
+        window = (slice(lo_r, min(stride * r + reach + 1, h)),
+                  slice(lo_c, min(stride * c + reach + 1, w)))
         weighted = score[window] * (1.0 if wt is None else wt(rows[window], cols[window]))
         i, j = np.unravel_index(int(np.argmax(weighted)), weighted.shape)
         got = hc.refine(m, r, c, wt)
