@@ -60,5 +60,5 @@ def test_refine_takes_the_best_pixel_near_the_coarse_one():
         i, j = np.unravel_index(int(np.argmax(weighted)), weighted.shape)
         got = hc.refine(m, r, c, wt)
         assert got[:2] == (lo_r + i, lo_c + j)
-        assert got[2] == pytest.approx(score[lo_r + i, lo_c + j], rel=1e-4)
+        assert got[2] == pytest.approx(score[lo_r + i, lo_c + j], abs=1e-5 * float(score.max()))
         assert got[3] == radius[lo_r + i, lo_c + j]
