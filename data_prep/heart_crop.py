@@ -90,28 +90,28 @@ def _bank_kernels() -> tuple[list[np.ndarray], list[np.ndarray]]:
     return on_mean, on_h1
 
 
-def _even_fast_len(n: int) -> int:
-    """The smallest fast real FFT length >= n that is even (the strided bank halves it)."""
-    n = scipy.fft.next_fast_len(n, real=True)
-    while n % 2:
-        n = scipy.fft.next_fast_len(n + 1, real=True)
-    return n
+def _fft_size(shape: tuple[int, int], which: int) -> tuple[int, int]:
+    """The FFT size for bank `which` on a grid of `shape` padded by _reach: per axis the smallest
+    fast real FFT length that is even (the strided bank halves it) and at least the padded size
+    rounded up to 16 (so grids of nearby sizes share the cached kernel spectra)."""
+    size = []
+    for n in shape:
+        n = scipy.fft.next_fast_len(-(-(n + 2 * _reach(which)) // 16) * 16, real=True)
+        while n % 2:
+            n = scipy.fft.next_fast_len(n + 1, real=True)
+        size.append(n)
+    return tuple(size)
 
 
 @functools.lru_cache(maxsize=8)
-def _bank_spectra(shape: tuple[int, int], which: int) -> tuple[np.ndarray, int, tuple]:
-    """(conjugate spectra of kernel bank `which` (0: mean, 1: |H1|) on a grid of `shape` padded
-    by the largest kernel's reach (rounded up to even), that padding, the FFT size (even))."""
+def _bank_spectra(size: tuple[int, int], which: int) -> np.ndarray:
+    """The conjugate spectra of kernel bank `which` (0: mean, 1: |H1|) for FFTs of `size`."""
     kernels = _bank_kernels()[which]
-    pad = _reach(which)
-    size = tuple(_even_fast_len(n + 2 * pad) for n in shape)
-    out = np.empty((len(kernels), size[0], size[1] // 2 + 1), np.complex64)
+    wrapped = np.zeros((len(kernels),) + size, np.float32)   # kernel centres at index 0 (circular)
     for i, k in enumerate(kernels):
         a = k.shape[0] // 2
-        wrapped = np.zeros(size, np.float32)       # kernel centre at index 0 (circular)
-        wrapped[np.ix_((np.arange(k.shape[0]) - a) % size[0], (np.arange(k.shape[1]) - a) % size[1])] = k
-        out[i] = np.conj(scipy.fft.rfft2(wrapped))
-    return out, pad, size
+        wrapped[i][np.ix_((np.arange(k.shape[0]) - a) % size[0], (np.arange(k.shape[1]) - a) % size[1])] = k
+    return np.conj(scipy.fft.rfft2(wrapped, axes=(1, 2)))
 
 
 @functools.lru_cache(maxsize=2)
@@ -125,16 +125,15 @@ def _filter_bank(image: np.ndarray, which: int, stride: int = 1) -> np.ndarray:
     """Every kernel of bank `which` applied as _filter does (correlation, reflected borders), at
     once through FFTs: K x H x W; with stride 2, only at even rows and columns (K x ceil(H/2) x
     ceil(W/2)), from the spectrum folded to half size (a quarter of the inverse transforms)."""
-    spectra, pad, size = _bank_spectra(image.shape, which)
-    padded = np.pad(image.astype(np.float32), pad, mode="symmetric")   # = cv2.BORDER_REFLECT
-    f = scipy.fft.rfft2(padded, s=size)
+    pad, size = _reach(which), _fft_size(image.shape, which)
+    f = scipy.fft.rfft2(_padded(image, which), s=size)
     h, w = image.shape
     if stride == 1:
-        out = scipy.fft.irfft2(spectra * f[None], s=size, axes=(1, 2))
+        out = scipy.fft.irfft2(_bank_spectra(size, which) * f[None], s=size, axes=(1, 2))
         return out[:, pad:pad + h, pad:pad + w]
     if stride != 2:
         raise ValueError("stride must be 1 or 2")
-    kernels, image_parts = _folded_spectra(image.shape, which), _quarters(f, size)
+    kernels, image_parts = _folded_spectra(size, which), _quarters(f, size)
     folded = kernels[0] * image_parts[0]
     for q in range(1, 4):
         folded += kernels[q] * image_parts[q]
@@ -156,11 +155,15 @@ def _quarters(spectrum: np.ndarray, size) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def _folded_spectra(shape: tuple[int, int], which: int) -> np.ndarray:
+def _folded_spectra(size: tuple[int, int], which: int) -> np.ndarray:
     """_quarters of each kernel spectrum of bank `which`, / 4: 4 x K x N/2 x M/4+1. A product
     of spectra is folded as the sum over the quarters of the products of the quarters."""
-    spectra, _, size = _bank_spectra(shape, which)
-    return np.ascontiguousarray(_quarters(spectra, size) * np.float32(0.25))
+    return np.ascontiguousarray(_quarters(_bank_spectra(size, which), size) * np.float32(0.25))
+
+
+def _padded(image: np.ndarray, which: int) -> np.ndarray:
+    """The image padded by bank `which`'s reach, reflected as cv2.BORDER_REFLECT does."""
+    return np.pad(image.astype(np.float32), _reach(which), mode="symmetric")
 
 
 @functools.lru_cache(maxsize=2)
@@ -174,13 +177,11 @@ def _bank_matrix(which: int) -> np.ndarray:
     return out
 
 
-def _filter_at(image: np.ndarray, which: int, r0: int, c0: int, rows: int, cols: int) -> np.ndarray:
+def _filter_at(padded: np.ndarray, which: int, r0: int, c0: int, rows: int, cols: int) -> np.ndarray:
     """_filter_bank(image, which)[:, r0:r0 + rows, c0:c0 + cols], computed directly (a few
-    pixels): K x rows x cols."""
+    pixels) from padded = _padded(image, which): K x rows x cols."""
     kernels = _bank_matrix(which)
-    pad = _reach(which)
-    padded = np.pad(image.astype(np.float32), pad, mode="symmetric")
-    side = 2 * pad + 1
+    side = 2 * _reach(which) + 1
     window = padded[r0:r0 + rows + side - 1, c0:c0 + cols + side - 1]
     patches = np.lib.stride_tricks.sliding_window_view(window, (side, side))
     return np.tensordot(kernels, patches, axes=([1, 2], [2, 3]))
@@ -221,7 +222,8 @@ def maps(frames: np.ndarray, spacing) -> dict:
     prior = prior * heart / max(float(heart.max()), 1e-12)
     best, best_r = _best_disc(_filter_bank(mean, 0, STRIDE), _filter_bank(h1, 1, STRIDE),
                               prior[::STRIDE, ::STRIDE])
-    return {"mean": mean, "h1": h1, "prior": prior, "score": best, "radius": best_r}
+    return {"mean": mean, "h1": h1, "prior": prior, "score": best, "radius": best_r,
+            "padded": (_padded(mean, 0), _padded(h1, 1))}
 
 
 def search(m: dict, weight=None) -> tuple[int, int, float, float]:
@@ -253,8 +255,8 @@ def _window(m: dict, r: int, c: int) -> tuple[int, int, np.ndarray, np.ndarray]:
     h, w = m["mean"].shape
     r0, c0 = max(STRIDE * r - REACH_PX, 0), max(STRIDE * c - REACH_PX, 0)
     r1, c1 = min(STRIDE * r + REACH_PX + 1, h), min(STRIDE * c + REACH_PX + 1, w)
-    score, radius = _best_disc(_filter_at(m["mean"], 0, r0, c0, r1 - r0, c1 - c0),
-                               _filter_at(m["h1"], 1, r0, c0, r1 - r0, c1 - c0),
+    score, radius = _best_disc(_filter_at(m["padded"][0], 0, r0, c0, r1 - r0, c1 - c0),
+                               _filter_at(m["padded"][1], 1, r0, c0, r1 - r0, c1 - c0),
                                m["prior"][r0:r1, c0:c1])
     return r0, c0, score, radius
 
