@@ -335,8 +335,9 @@ def load_frames(images: list[DicomImage]) -> np.ndarray:
 def _load_frames(images: list[DicomImage]) -> np.ndarray:
     cache = {}
     frames = np.empty((len(images),) + images[0].shape, np.float32)   # one sequence: one size
+    buffers = {}                          # stored values, one buffer per dtype, reused
     for k, im in enumerate(images):
-        if im.raw is not None and _read_raw(im, frames[k]):
+        if im.raw is not None and _read_raw(im, frames[k], buffers):
             continue                      # the plain-file path: no second parse of the file
         if im.path not in cache:
             cache = {im.path: _read_pixels(im.path)}    # keep only the current file in memory
@@ -345,22 +346,24 @@ def _load_frames(images: list[DicomImage]) -> np.ndarray:
     return frames
 
 
-def _read_raw(im: DicomImage, into: np.ndarray) -> bool:
+def _read_raw(im: DicomImage, into: np.ndarray, buffers: dict) -> bool:
     """Write the frame of a plain file (RawPixels) into `into` (float32) in scanner units as
     _to_grey_units gives them; False where it must be decoded by pydicom (unreadable, short,
-    values beyond BitsStored)."""
+    values beyond BitsStored). buffers: {(dtype, shape): array} to read the stored values into."""
     raw = im.raw
-    count = im.shape[0] * im.shape[1]
+    values = buffers.get((raw.dtype, im.shape))
+    if values is None:
+        values = buffers[raw.dtype, im.shape] = np.empty(im.shape, raw.dtype)
     try:
-        values = np.fromfile(im.path, dtype=raw.dtype, count=count, offset=raw.offset)
+        with open(im.path, "rb") as f:
+            f.seek(raw.offset)
+            if f.readinto(memoryview(values).cast("B")) != values.nbytes:
+                return False              # short
     except (OSError, ValueError):
         return False
-    if values.size != count:
-        return False
-    bits = np.dtype(raw.dtype).itemsize * 8
+    bits = values.itemsize * 8
     if raw.bits_stored < bits and int(values.max()) >= 1 << raw.bits_stored:
         return False                      # unused high bits set: pydicom knows what to do
-    values = values.reshape(im.shape)
     if not raw.monochrome1 and raw.slope == 1.0 and raw.intercept == 0.0:
         into[...] = values                # what x * 1.0 + 0.0 in float64 rounds to
         return True
