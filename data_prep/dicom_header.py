@@ -39,6 +39,8 @@ _DECLINED = {tag_for_keyword(k) for k in DECLINED}
 _PER_FRAME = tag_for_keyword("PerFrameFunctionalGroupsSequence")
 _PIXEL_DATA, _SYNTAX = tag_for_keyword("PixelData"), tag_for_keyword("TransferSyntaxUID")
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+# every tag the walk stops at: WANTED (keyword, VR, count), the others (True)
+_SPECIAL = {**_WANTED, **dict.fromkeys([*_DECLINED, _PER_FRAME, _PIXEL_DATA], True)}
 _UNDEFINED = 0xFFFFFFFF
 # explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2)
 _LONG = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
@@ -110,10 +112,11 @@ def _walk(f: _File) -> PlainHeader:
     if (0x40 < vr[0] < 0x5B and 0x40 < vr[1] < 0x5B) != explicit:
         raise Declined("VR encoding differs from the transfer syntax")
     found, last, data = PlainHeader(), -1, f.data
-    head, size = (_explicit, 12) if explicit else (_implicit, 8)
+    head, size, end = (_explicit, 12, len(data)) if explicit else (_implicit, 8, len(data))
     while True:                           # the dataset: one unpack per element header
-        if pos + 12 > len(data):
+        if pos + 12 > end:
             data = f.need(pos + size)
+            end = len(data)
         if explicit:
             group, element, vr, length, long_length = head.unpack_from(data, pos)
             if vr in _LONG:
@@ -129,6 +132,10 @@ def _walk(f: _File) -> PlainHeader:
         if tag <= last or group == 0xFFFE:
             raise Declined("tags out of order")
         last = tag
+        special = _SPECIAL.get(tag)
+        if special is None and length != _UNDEFINED:
+            pos += length                 # the common case: an element the scan does not use
+            continue
         if tag == _PIXEL_DATA:
             if length == _UNDEFINED or (explicit and vr not in (b"OB", b"OW")):
                 raise Declined("encapsulated pixel data")
@@ -140,22 +147,20 @@ def _walk(f: _File) -> PlainHeader:
                 raise Declined("VR other than the dictionary's")
             pos = _skip_sequence(f, pos, explicit, None if length == _UNDEFINED else pos + length,
                                  empty=True)
-            data = f.data
-            continue
-        if length == _UNDEFINED:
+        elif length == _UNDEFINED:
             if explicit and vr != b"SQ":
                 raise Declined("undefined length outside a sequence")
             pos = _skip_sequence(f, pos, explicit)
-            data = f.data
-            continue
-        if tag in _WANTED:
-            keyword, want_vr, count = _WANTED[tag]
+        else:                             # a WANTED element
+            keyword, want_vr, count = special
             if explicit and vr != want_vr:
                 raise Declined("VR other than the dictionary's")
-            if pos + length > len(data):
+            if pos + length > end:
                 data = f.need(pos + length)
             found[keyword] = _value(data[pos:pos + length], want_vr, count)
-        pos += length
+            pos += length
+        data = f.data
+        end = len(data)
     if "Rows" not in found or "Columns" not in found or found.get("NumberOfFrames", 1) != 1:
         raise Declined("no image size, or several frames")
     found["PixelData"] = None
