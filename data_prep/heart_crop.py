@@ -205,16 +205,19 @@ def _best_disc(on_mean: np.ndarray, on_h1: np.ndarray, prior: np.ndarray):
 def maps(frames: np.ndarray, spacing) -> dict:
     """The analysis maps on the WORK_MM grid: mean image, |H1|, the prior, and the best score
     and its radius on every STRIDE-th pixel (`score`, `radius`; `refine` finds the pixel)."""
-    x = to_mm_grid(frames, spacing, WORK_MM)
-    lo, hi = np.percentile(x[:, ::2, ::2], PERCENTILES)
-    x -= np.float32(lo)                             # in float32, in place: (x - lo) / (hi - lo)
-    x *= np.float32(1.0 / max(hi - lo, 1e-6))
-    np.clip(x, 0.0, 1.0, out=x)
-    t, h, w = x.shape
-    angle = 2.0 * np.pi * np.arange(t) / t          # mean and first harmonic in one product
+    frames = np.asarray(frames, np.float32)
+    t = frames.shape[0]
+    step = [max(1, int(round(2 * WORK_MM / s))) for s in spacing]    # samples 2 grid pixels apart
+    lo, hi = np.percentile(frames[:, ::step[0], ::step[1]], PERCENTILES)
+    x = np.clip(frames, np.float32(lo), np.float32(hi))
+    angle = 2.0 * np.pi * np.arange(t) / t          # mean and first harmonic in one product,
     basis = np.stack([np.full(t, 1.0 / t), np.cos(angle) * (2.0 / t), np.sin(angle) * (2.0 / t)])
-    mean, re, im = (basis.astype(np.float32) @ x.reshape(t, -1)).reshape(3, h, w)
-    h1 = np.hypot(re, im)
+    # then the three maps (not the T frames) to the grid, and normalised: (x - lo) / (hi - lo)
+    mean, re, im = to_mm_grid((basis.astype(np.float32) @ x.reshape(t, -1)).reshape(3, *x.shape[1:]),
+                              spacing, WORK_MM)
+    scale = np.float32(1.0 / max(hi - lo, 1e-6))
+    mean, h1 = (mean - np.float32(lo)) * scale, np.hypot(re, im) * scale
+    h, w = mean.shape
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     sigma = CENTRE_SIGMA_MM / WORK_MM
     prior = np.exp(-(((yy - (h - 1) / 2) ** 2 + (xx - (w - 1) / 2) ** 2) / (2 * sigma * sigma)))
