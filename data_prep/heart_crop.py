@@ -7,7 +7,8 @@ radii RADII_MM the score is the smallest (disc mean - ring sector mean) over SEC
 (> 0), x sqrt(mean |H1| over the disc and its wall), x where the heart beats (|H1| smoothed by
 HEART_SIGMA_MM) x a prior towards the image centre (the heart is planned near the isocentre).
 A patient's slices vote (find_stack). The best disc gives the centre; the crop is a square of
-fixed side in mm around it. No labels and no training.
+fixed side in mm around it. No labels and no training. The search: the score on every STRIDE-th
+grid pixel, then each pixel near the best peaks (`search`; the same pixel as scoring every one).
 """
 from __future__ import annotations
 
