@@ -205,7 +205,7 @@ def _best_disc(on_mean: np.ndarray, on_h1: np.ndarray, prior: np.ndarray):
 
 def maps(frames: np.ndarray, spacing) -> dict:
     """The analysis maps on the WORK_MM grid: mean image, |H1|, the prior, and the best score
-    and its radius on every STRIDE-th pixel (`score`, `radius`; `refine` finds the pixel)."""
+    and its radius on every STRIDE-th pixel (`score`, `radius`; `search` finds the pixel)."""
     frames = np.asarray(frames, np.float32)
     t = frames.shape[0]
     step = [max(1, int(round(2 * WORK_MM / s))) for s in spacing]    # samples 2 grid pixels apart
@@ -238,7 +238,7 @@ def search(m: dict, weight=None) -> tuple[int, int, float, float]:
     rows, cols = (STRIDE * np.mgrid[0:h, 0:w]).astype(np.float32)
     coarse = m["score"] * (1.0 if weight is None else weight(rows, cols))
     peaks = np.flatnonzero(coarse >= cv2.dilate(coarse, np.ones((3, 3), np.uint8)))
-    best = peaks[np.argsort(coarse.ravel()[peaks])[::-1][:CANDIDATES]]
+    best = peaks[np.argsort(-coarse.ravel()[peaks], kind="stable")[:CANDIDATES]]   # ties: first
     found = [refine(m, *np.unravel_index(int(k), (h, w)), weight) for k in best]
     return max(found, key=lambda f: f[4])[:4]
 
