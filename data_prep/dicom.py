@@ -11,6 +11,7 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from data_prep.dicom_header import PLAIN_SYNTAXES, PlainHeader, plain_header
 from data_prep.errors import InputError, Where
 from data_prep.keys import public_order_key
 from data_prep.rwave import RWAVE_KEY, trigger_rwave
@@ -116,24 +117,21 @@ def walk(folder):
 
 def scan_file(path) -> list[DicomImage]:
     """The images one file holds (header only; pixel data is read by `load_frames`)."""
+    header = plain_header(path)       # the common case, without pydicom (data_prep.dicom_header)
+    if header is not None:
+        return _scan_file(path, header)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")       # pydicom warns on every non-conformant UID it reads
-        return _scan_file(path)
+        return _scan_file(path, _read_header(path))
 
 
-def _scan_file(path) -> list[DicomImage]:
-    try:
-        ds = pydicom.dcmread(path, defer_size=1024)   # big values (pixels) are not read here
-    except InvalidDicomError:
-        raise InputError(path, "not a DICOM file") from None
-    except READ_ERRORS as exc:
-        raise InputError(path, f"unreadable DICOM header ({_short(exc)})") from None
+def _scan_file(path, ds) -> list[DicomImage]:
     if "Rows" not in ds or "Columns" not in ds:
         if "PixelData" not in ds:
             raise InputError(path, "no pixel data (not an image)")
         raise InputError(path, "no Rows/Columns in the header")
     has_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
-    shape = (int(ds.Rows), int(ds.Columns))
+    shape = (int(ds.get("Rows")), int(ds.get("Columns")))
     series = str(ds.get("SeriesInstanceUID", ""))
     patient = str(ds.get("PatientID", "")) or str(ds.get("StudyInstanceUID", "")) or series
     expected = _int(ds.get("CardiacNumberOfImages"))
@@ -159,31 +157,53 @@ def _scan_file(path) -> list[DicomImage]:
     return images
 
 
-PLAIN_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")   # implicit / explicit VR LE
+def _read_header(path):
+    """pydicom's Dataset of the file's header (big values such as the pixels left unread)."""
+    try:
+        return pydicom.dcmread(path, defer_size=1024)
+    except InvalidDicomError:
+        raise InputError(path, "not a DICOM file") from None
+    except READ_ERRORS as exc:
+        raise InputError(path, f"unreadable DICOM header ({_short(exc)})") from None
+
+
+def _pixel_location(ds) -> tuple[str, int, int] | None:
+    """(transfer syntax, offset, length) of the pixel data element's value as the scan found
+    it, or None where it was not read as a plain little-endian element."""
+    if isinstance(ds, PlainHeader):
+        return ds.syntax, ds.pixel_offset, ds.pixel_length
+    meta = getattr(ds, "file_meta", None)
+    syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    element = ds.get_item(0x7FE00010, keep_deferred=True)
+    if (not isinstance(element, pydicom.dataelem.RawDataElement) or element.value_tell is None
+            or not element.is_little_endian):
+        return None
+    return syntax, int(element.value_tell), element.length
 
 
 def raw_pixels(ds, shape) -> RawPixels | None:
-    """RawPixels of a single-frame file as the scan read it, or None where pydicom must decode
-    it (compressed, big endian, colour, palette, signed with unused high bits, odd layouts)."""
+    """RawPixels of a single-frame file as the scan read it (a pydicom Dataset or a
+    PlainHeader), or None where pydicom must decode it (compressed, big endian, colour,
+    palette, signed with unused high bits, odd layouts)."""
     try:
-        meta = getattr(ds, "file_meta", None)
-        syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
-        element = ds.get_item(0x7FE00010, keep_deferred=True)
+        where = _pixel_location(ds)
+        if where is None:
+            return None
+        syntax, offset, length = where
         bits = int(ds.get("BitsAllocated", 0))
         stored = int(ds.get("BitsStored", bits))
         signed = int(ds.get("PixelRepresentation", 0)) == 1
         photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
         nbytes = shape[0] * shape[1] * bits // 8
-        raw = isinstance(element, pydicom.dataelem.RawDataElement)
-        if (syntax not in PLAIN_SYNTAXES or not raw or element.value_tell is None or not element.is_little_endian
-                or element.length not in (nbytes, nbytes + 1) or bits not in (8, 16, 32)
+        if (syntax not in PLAIN_SYNTAXES or length not in (nbytes, nbytes + 1)
+                or bits not in (8, 16, 32)
                 or int(ds.get("SamplesPerPixel", 1)) != 1
                 or photometric not in ("MONOCHROME1", "MONOCHROME2")
                 or not 1 <= stored <= bits or (signed and stored != bits)):
             return None
         slope = _float(ds.get("RescaleSlope")) or 1.0
         intercept = _float(ds.get("RescaleIntercept")) or 0.0
-        return RawPixels(int(element.value_tell), f"<{'i' if signed else 'u'}{bits // 8}", stored,
+        return RawPixels(offset, f"<{'i' if signed else 'u'}{bits // 8}", stored,
                          photometric == "MONOCHROME1", slope, intercept)
     except (AttributeError, KeyError, TypeError, ValueError):
         return None
@@ -314,40 +334,46 @@ def load_frames(images: list[DicomImage]) -> np.ndarray:
 
 def _load_frames(images: list[DicomImage]) -> np.ndarray:
     cache = {}
-    frames = []
-    for im in images:
-        frame = _read_raw(im) if im.raw is not None else None
-        if frame is not None:             # the plain-file path: no second parse of the file
-            frames.append(frame)
-            continue
+    frames = np.empty((len(images),) + images[0].shape, np.float32)   # one sequence: one size
+    buffers = {}                          # stored values, one buffer per dtype, reused
+    for k, im in enumerate(images):
+        if im.raw is not None and _read_raw(im, frames[k], buffers):
+            continue                      # the plain-file path: no second parse of the file
         if im.path not in cache:
             cache = {im.path: _read_pixels(im.path)}    # keep only the current file in memory
         ds, pixels = cache[im.path]
-        frame = pixels if im.frame is None else pixels[im.frame]
-        frames.append(_to_grey_units(ds, frame, im))
-    return np.stack(frames).astype(np.float32)
+        frames[k] = _to_grey_units(ds, pixels if im.frame is None else pixels[im.frame], im)
+    return frames
 
 
-def _read_raw(im: DicomImage) -> np.ndarray | None:
-    """The frame of a plain file (RawPixels) in scanner units as _to_grey_units gives it, or None
-    where it must be decoded by pydicom (unreadable, short, values beyond BitsStored)."""
+def _read_raw(im: DicomImage, into: np.ndarray, buffers: dict) -> bool:
+    """Write the frame of a plain file (RawPixels) into `into` (float32) in scanner units as
+    _to_grey_units gives them; False where it must be decoded by pydicom (unreadable, short,
+    values beyond BitsStored). buffers: {(dtype, shape): array} to read the stored values into."""
     raw = im.raw
-    count = im.shape[0] * im.shape[1]
+    values = buffers.get((raw.dtype, im.shape))
+    if values is None:
+        values = buffers[raw.dtype, im.shape] = np.empty(im.shape, raw.dtype)
     try:
-        values = np.fromfile(im.path, dtype=raw.dtype, count=count, offset=raw.offset)
+        with open(im.path, "rb") as f:
+            f.seek(raw.offset)
+            if f.readinto(memoryview(values).cast("B")) != values.nbytes:
+                return False              # short
     except (OSError, ValueError):
-        return None
-    if values.size != count:
-        return None
-    bits = np.dtype(raw.dtype).itemsize * 8
+        return False
+    bits = values.itemsize * 8
     if raw.bits_stored < bits and int(values.max()) >= 1 << raw.bits_stored:
-        return None                       # unused high bits set: pydicom knows what to do
-    x = values.reshape(im.shape).astype(np.float64)
+        return False                      # unused high bits set: pydicom knows what to do
+    if not raw.monochrome1 and raw.slope == 1.0 and raw.intercept == 0.0:
+        into[...] = values                # what x * 1.0 + 0.0 in float64 rounds to
+        return True
+    x = values.astype(np.float64)
     if raw.monochrome1:                   # as _to_grey_units: flip within the stored range
         lo, hi = (-(2 ** (raw.bits_stored - 1)), 2 ** (raw.bits_stored - 1) - 1) \
             if raw.dtype.startswith("<i") else (0, 2 ** raw.bits_stored - 1)
         x = lo + hi - x
-    return x * raw.slope + raw.intercept
+    into[...] = x * raw.slope + raw.intercept
+    return True
 
 
 def _read_pixels(path):
@@ -435,8 +461,9 @@ def _position(ds, plane=None, orient=None) -> float | None:
     ipp = (plane or ds).get("ImagePositionPatient")
     iop = (orient or ds).get("ImageOrientationPatient")
     if ipp is not None and iop is not None and len(ipp) == 3 and len(iop) == 6:
-        normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
-        return float(np.dot(normal, np.asarray(ipp, float)))
+        (r0, r1, r2, c0, c1, c2), (x, y, z) = map(float, iop), map(float, ipp)
+        # the cross product and dot product as numpy computes them, without its overhead
+        return (r1 * c2 - r2 * c1) * x + (r2 * c0 - r0 * c2) * y + (r0 * c1 - r1 * c0) * z
     return _float(ds.get("SliceLocation"))
 
 

@@ -32,12 +32,12 @@ def check_frames(frames: np.ndarray, where) -> None:
         raise InputError(where, f"expected T x H x W frames, got shape {frames.shape}")
     if frames.shape[0] < 2:
         raise InputError(where, f"a cine needs at least 2 frames, got {frames.shape[0]}")
-    bad = ~np.isfinite(frames)
-    if bad.any():
-        t = int(np.argwhere(bad.reshape(frames.shape[0], -1).any(axis=1))[0, 0])
-        raise InputError(where, f"NaN or infinite pixel values (first in frame {t})")
     flat = frames.reshape(frames.shape[0], -1)
-    constant = np.flatnonzero(flat.max(axis=1) == flat.min(axis=1))
+    top, bottom = flat.max(axis=1), flat.min(axis=1)     # NaN and +-inf show in these
+    if not (np.isfinite(top).all() and np.isfinite(bottom).all()):
+        t = int(np.argwhere(~np.isfinite(flat).all(axis=1))[0, 0])
+        raise InputError(where, f"NaN or infinite pixel values (first in frame {t})")
+    constant = np.flatnonzero(top == bottom)
     if constant.size:
         raise InputError(where, f"constant image: frame {int(constant[0])} has a single value"
                                 + (f" ({constant.size} such frames)" if constant.size > 1 else ""))

@@ -44,6 +44,12 @@ CSV_COLUMNS = ["input", "study"] + [c for c in detection.CSV_COLUMNS if c not in
 STAGES = ("read", "preprocess", "forward", "decode")
 PICTURES = "pictures"      # a study task's plots (seq_id, PNG, thumbnail PNG), written as files
 PLUGIN_NAME = "tempregnet-net"
+# glibc's allocator in LocalCluster workers. Dask's default (MALLOC_TRIM_THRESHOLD_=65536, to
+# hand freed memory back at once) also pins the mmap threshold at 128 KiB, so every frame-sized
+# numpy array is mapped and page-faulted anew: a study took 1.8x the time (docs/scale-and-crop.md,
+# issue 23). Arrays under 32 MiB come from the heap instead; up to 1 MiB free at its top is kept.
+# Variables set in the environment win, as dask has it.
+WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": 32 * 2 ** 20, "MALLOC_TRIM_THRESHOLD_": 2 ** 20}
 LIST_COLUMN = "path"
 
 
@@ -304,8 +310,11 @@ def start_client(scheduler: str | None, workers: int, threads: int):
     logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
     if scheduler:
         return Client(scheduler, timeout="30s")
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
-                           dashboard_address=None, silence_logs=logging.ERROR)
+    import dask
+    with dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v
+                          for k, v in WORKER_MALLOC.items()}):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
+                               dashboard_address=None, silence_logs=logging.ERROR)
     return Client(cluster)
 
 

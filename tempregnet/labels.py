@@ -40,15 +40,22 @@ def volume_label(positions, n_frames: int, ed: int, es: int, convention: str = "
                  delta: float = DELTA, upsilon: float = UPSILON) -> np.ndarray:
     """Eq. 4 evaluated at (possibly fractional) frame positions of an n_frames-long cycle."""
     _check_placement(n_frames, ed, es)
-    k = np.asarray(positions, dtype=np.float64)
+    return _eq4(np.asarray(positions, dtype=np.float64), n_frames, ed, es, convention, delta,
+                upsilon)
+
+
+def _eq4(k: np.ndarray, n_frames: int, ed, es, convention: str, delta: float, upsilon: float):
+    """Eq. 4 at positions k for placements (ed, es) that are checked: ints, or int arrays that
+    broadcast against k (one template per placement at once, as _templates builds them)."""
+    ed, es = np.asarray(ed), np.asarray(es)
     if convention == "paper":
-        ratio = np.abs((k - es) / float(es - ed))
-        in_systole = (k > ed) & (k <= es) if ed < es else np.zeros(k.shape, bool)
+        ratio = np.abs((k - es) / (es - ed).astype(np.float64))
+        in_systole = np.where(ed < es, (k > ed) & (k <= es), False)
         return np.where(in_systole, ratio ** delta, ratio ** upsilon)
     if convention != "cycle":
         raise ValueError(f"unknown label convention {convention!r}; expected one of {CONVENTIONS}")
     phase = np.mod(k - ed, n_frames)             # time since ED, in frames
-    systole = float((es - ed) % n_frames)
+    systole = ((es - ed) % n_frames).astype(np.float64)
     diastole = n_frames - systole
     falling = np.clip((systole - phase) / systole, 0.0, None) ** delta
     rising = np.clip((phase - systole) / diastole, 0.0, None) ** upsilon
@@ -314,7 +321,8 @@ def _templates(n_frames: int, n_steps: int, convention: str):
         keep = (ed < es) if convention == "paper" else (ed != es)   # Eq. 4 is written for ED < ES
         ed, es = ed[keep], es[keep]
         pos = step_positions(n_frames, n_steps)
-        rows = np.stack([volume_label(pos, n_frames, int(a), int(b), convention)
-                         for a, b in zip(ed, es)])
+        for a, b in zip(ed, es):
+            _check_placement(n_frames, int(a), int(b))
+        rows = _eq4(pos[None, :], n_frames, ed[:, None], es[:, None], convention, DELTA, UPSILON)
         _TEMPLATE_CACHE[key] = (ed, es, rows)
     return _TEMPLATE_CACHE[key]

@@ -279,3 +279,19 @@ def test_fixed_mm_model_gets_the_lv_crops_detect_finds(cohort, tmp_path):
         assert a["crop"] == b["crop"] and a["crop"]["side_mm"] == 128.0
         assert (a["ed_0based"], a["es_0based"]) == (b["ed_0based"], b["es_0based"])
         np.testing.assert_allclose(a["curve_steps"], b["curve_steps"], atol=2e-5)
+
+
+def test_local_cluster_workers_get_the_allocator_settings(monkeypatch):
+    """start_client's LocalCluster workers start with WORKER_MALLOC in their environment (set
+    before the process starts, where glibc reads it)."""
+    from tempregnet.cohort import WORKER_MALLOC, start_client
+    for key in WORKER_MALLOC:
+        monkeypatch.delenv(key, raising=False)
+    client = start_client(None, 1, 1)
+    try:
+        found = client.run(lambda: {k: os.environ.get(k) for k in WORKER_MALLOC})
+    finally:
+        cluster = client.cluster
+        client.close()
+        cluster.close()
+    assert list(found.values()) == [{k: str(v) for k, v in WORKER_MALLOC.items()}]

@@ -141,3 +141,16 @@ def test_cyclic_errors_are_counted_apart():
              "confidence": 0.5}]
     s = calibration.calibration(recs, n_bins=1)["shares"]
     assert s["error"]["n_errors"] == 1 and s["error_cyclic"]["n_errors"] == 0
+
+
+@pytest.mark.parametrize("convention", ["cycle", "paper"])
+@pytest.mark.parametrize("n_frames", [2, 7, 30])
+def test_fit_templates_are_volume_label_per_placement(convention, n_frames):
+    """The fit's templates, built for all placements at once, are volume_label's, bit for bit."""
+    from tempregnet.labels import _TEMPLATE_CACHE, _templates
+    _TEMPLATE_CACHE.clear()
+    eds, ess, rows = _templates(n_frames, N_STEPS, convention)
+    pos = step_positions(n_frames, N_STEPS)
+    assert len(eds) == (n_frames * (n_frames - 1) // (2 if convention == "paper" else 1))
+    for ed, es, row in zip(eds, ess, rows):
+        np.testing.assert_array_equal(row, volume_label(pos, n_frames, int(ed), int(es), convention))
