@@ -89,12 +89,12 @@ def test_choice_is_the_validation_minimum_and_curves_are_reused(study):
         run.rename(run.with_name(run.name + "-moved"))
     again = run_module("tools.decoding_study", "--data", root / "prep", "--validation",
                        *[root / f"val{f}" for f in FOLDS], "--test", *test, "--decoders", "fit",
-                       "--out", out)
+                       "--es-priors", "0", "4", "--out", out)
     assert again.returncode == 0, again.stderr
     second = json.loads((out / "decoding_study.json").read_text())
     assert second["test"] == [cs for cs in result["test"] if cs[0]["decoder"] == "fit"]
     # other nets with the same --out: refused, not mixed
     other = run_module("tools.decoding_study", "--data", root / "prep", "--validation",
-                       *[root / f"val{f}" for f in FOLDS], "--test", *test[::-1], "--out", out)
+                       *[root / f"val{f}" for f in FOLDS], "--test", root / "another_run", "--out", out)
     assert other.returncode == 1 and "curves of other nets" in other.stderr
     assert "Traceback" not in other.stderr

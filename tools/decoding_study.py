@@ -10,8 +10,8 @@ trained on fold f's training folds less fold f+1's patients; it is scored on tho
 its fold<f>_validation.txt). R<f>: a `tools.train` run of fold f, scored on fold<f>_test.txt.
 Several models per fold (other seeds) are given as comma-separated folders: their curves are
 averaged (each model's curve standardised first). Every candidate is scored on the validation
-predictions; the one with the least ES aFD per stack (then per sequence, then the simplest) is
-chosen there and only then read on the test folds. Nothing here is fitted to the test folds:
+predictions; the one with the least ES aFD per stack (then ES per sequence, then ED per stack by
+Eq. 5, then the simplest) is chosen there and only then read on the test folds. Nothing here is fitted to the test folds:
 the test table is reported, not used. The nets' curves are kept in curves.json, so a rerun with
 other candidates needs no forward pass.
 """
@@ -151,6 +151,7 @@ def run(args) -> dict:
     val = [(c, score(curves["validation"], c, convention)) for c in cands]
     chosen = min(val, key=lambda cs: (round(cs[1]["stack"]["es"]["afd"], 6),
                                       round(cs[1]["sequence"]["es"]["afd"], 6),
+                                      round(cs[1]["stack"]["ed"]["afd"], 6),
                                       simplicity(cs[0])))[0]
     test = [(c, score(curves["test"], c, convention)) for c in cands]
     result = {"chosen": chosen, "validation": val, "test": test,
@@ -158,7 +159,7 @@ def run(args) -> dict:
     write_json_atomic(args.out / "decoding_study.json", result)
     text = (f"# Decoding chosen on validation ({result['n_validation']} sequences), "
             f"read on the test folds ({result['n_test']})\n\n"
-            f"## Validation (choice: least ES aFD per stack)\n\n{table(val, chosen)}\n"
+            f"## Validation (choice: least ES aFD per stack, then per sequence, then ED)\n\n{table(val, chosen)}\n"
             f"## Test folds (reported, not used)\n\n{table(test, chosen)}")
     write_text_atomic(args.out / "decoding_study.md", text)
     print(text)
