@@ -90,11 +90,17 @@ def test_choice_is_the_validation_minimum_and_curves_are_reused(study):
     again = run_module("tools.decoding_study", "--data", root / "prep", "--validation",
                        *[root / f"val{f}" for f in FOLDS], "--test", *test, "--decoders", "fit",
                        "--es-priors", "0", "4", "--out", out)
+    assert again.returncode == 1 and "--force" in again.stderr      # the tables are not replaced
+    assert json.loads((out / "decoding_study.json").read_text()) == result
+    again = run_module("tools.decoding_study", "--data", root / "prep", "--validation",
+                       *[root / f"val{f}" for f in FOLDS], "--test", *test, "--decoders", "fit",
+                       "--es-priors", "0", "4", "--out", out, "--force")
     assert again.returncode == 0, again.stderr
     second = json.loads((out / "decoding_study.json").read_text())
     assert second["test"] == [cs for cs in result["test"] if cs[0]["decoder"] == "fit"]
     # other nets with the same --out: refused, not mixed
     other = run_module("tools.decoding_study", "--data", root / "prep", "--validation",
-                       *[root / f"val{f}" for f in FOLDS], "--test", root / "another_run", "--out", out)
+                       *[root / f"val{f}" for f in FOLDS], "--test", root / "another_run", "--out", out,
+                       "--force")
     assert other.returncode == 1 and "curves of other nets" in other.stderr
     assert "Traceback" not in other.stderr

@@ -11,9 +11,9 @@ its fold<f>_validation.txt). R<f>: a `tools.train` run of fold f, scored on fold
 Several models per fold (other seeds) are given as comma-separated folders: their curves are
 averaged (each model's curve standardised first). Every candidate is scored on the validation
 predictions; the one with the least ES aFD per stack (then ES per sequence, then ED per stack by
-Eq. 5, then the simplest) is chosen there and only then read on the test folds. Nothing here is fitted to the test folds:
-the test table is reported, not used. The nets' curves are kept in curves.json, so a rerun with
-other candidates needs no forward pass.
+Eq. 5, then the simplest) is chosen there and only then read on the test folds. Nothing here is
+fitted to the test folds: the test table is reported, not used. The nets' curves are kept in
+curves.json, so a rerun with other candidates (and --force) needs no forward pass.
 """
 from __future__ import annotations
 
@@ -29,16 +29,15 @@ from data_prep.errors import InputError
 from data_prep.hdf5 import load_rows
 from tempregnet import evaluation as afd
 from tempregnet.contract import read_list_contract
-from tempregnet.inference import (LoadedNet, decode_stacks, load_model, load_net, predict_rows,
-                                  quiet_caffe, standardised)
-from tempregnet.baselines import rows_es_fraction
+from tempregnet.inference import (STACK_WEIGHTS, LoadedNet, decode_stacks, load_model, load_net,
+                                  predict_rows, quiet_caffe, standardised)
+from tempregnet.baselines import LABEL_KEYS, rows_es_fraction
 from tempregnet.labels import DECODERS, SystolePrior, decode_detail
-from tempregnet.outputs import write_json_atomic, write_text_atomic
+from tempregnet.outputs import OutputExists, refuse_overwrite, write_json_atomic, write_text_atomic
 from tempregnet.recipes import load_recipe
 from tempregnet.runs import training_symmetries
 
-CURVES_FILE = "curves.json"
-STACK_WEIGHTS = ("equal", "fit")       # tempregnet.inference.decode_stacks
+CURVES_FILE, STUDY_FILE = "curves.json", "decoding_study.json"
 VIEWS = ("one", "tta")                 # one forward pass, or the mean over augmentation_views
 
 
@@ -67,7 +66,7 @@ def collect(kind: str, folders: list[str], data: Path) -> list[dict]:
             else:
                 loaded, listing = load_model(folder), data / f"fold{fold}_test.txt"
                 trained_on = data / f"fold{fold}_train.txt"
-            fraction = rows_es_fraction(load_rows(trained_on))
+            fraction = rows_es_fraction(load_rows(trained_on, LABEL_KEYS))
             rows = load_rows(listing)
             one = predict_rows(loaded, rows, batch=8, method="fit")
             tta = predict_rows(loaded, rows, batch=8, method="fit", augment=True)
@@ -97,8 +96,8 @@ def score(records: list[dict], cand: dict, convention: str) -> dict:
         prior = SystolePrior(rec["systole_fraction"], cand["es_prior"]) if cand["es_prior"] else None
         priors.append(prior)
         d = decode_detail(curve, rec["n_frames"], convention, cand["decoder"], prior=prior)
-        decoded.append({**rec, "curve": curve.tolist(), "ed_pred": d.ed, "es_pred": d.es, "time_s": 0.0,
-                        "confidence": d.confidence})
+        decoded.append({**rec, "curve": curve.tolist(), "ed_pred": d.ed, "es_pred": d.es,
+                        "confidence": d.confidence, "time_s": 0.0})
     stacked = []                 # per fold: one model per fold, so one prior per fold
     for fold in sorted({r["fold"] for r in decoded}):
         idx = [i for i, r in enumerate(decoded) if r["fold"] == fold]
@@ -134,6 +133,7 @@ def table(rows: list[tuple[dict, dict]], chosen: dict | None = None) -> str:
 
 
 def run(args) -> dict:
+    refuse_overwrite([args.out / STUDY_FILE], args.force)
     cache = args.out / CURVES_FILE
     sources = {"validation": args.validation, "test": args.test}
     if cache.is_file():
@@ -156,10 +156,11 @@ def run(args) -> dict:
     test = [(c, score(curves["test"], c, convention)) for c in cands]
     result = {"chosen": chosen, "validation": val, "test": test,
               "n_validation": len(curves["validation"]), "n_test": len(curves["test"])}
-    write_json_atomic(args.out / "decoding_study.json", result)
+    write_json_atomic(args.out / STUDY_FILE, result)
     text = (f"# Decoding chosen on validation ({result['n_validation']} sequences), "
             f"read on the test folds ({result['n_test']})\n\n"
-            f"## Validation (choice: least ES aFD per stack, then per sequence, then ED)\n\n{table(val, chosen)}\n"
+            f"## Validation (choice: least ES aFD per stack, then per sequence, then ED)\n\n"
+            f"{table(val, chosen)}\n"
             f"## Test folds (reported, not used)\n\n{table(test, chosen)}")
     write_text_atomic(args.out / "decoding_study.md", text)
     print(text)
@@ -173,11 +174,15 @@ def main(argv=None) -> int:
                    help="learning-curve folders (--validation), fold 0, 1, ... in order")
     p.add_argument("--test", nargs="+", required=True, metavar="RUN[,RUN...]",
                    help="tools.train runs, fold 0, 1, ... in order")
-    p.add_argument("--decoders", nargs="+", choices=DECODERS, default=["fit_rwave", "fit_trigger", "rwave_ed"])
+    p.add_argument("--decoders", nargs="+", choices=DECODERS,
+                   default=["fit_rwave", "fit_trigger", "rwave_ed"])
     p.add_argument("--es-priors", nargs="+", type=float, default=[0.0, 1.0, 2.0, 4.0, 8.0],
                    help="systole prior weights to try (0: none; labels.SystolePrior, its fraction "
                         "the median of each model's training sequences)")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True,
+                   help="curves.json (kept: a rerun with other candidates reads it), "
+                        "decoding_study.md and .json")
+    p.add_argument("--force", action="store_true", help="replace an earlier study's tables in --out")
     args = p.parse_args(argv)
     if len(args.validation) != len(args.test):
         print("decoding_study: give one --validation and one --test entry per fold", file=sys.stderr)
@@ -186,7 +191,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     try:
         run(args)
-    except InputError as err:
+    except (InputError, OutputExists) as err:
         print(f"decoding_study: {err}", file=sys.stderr)
         return 1
     return 0
