@@ -168,7 +168,8 @@ class SystolePrior:
     placement chosen minimises (1 - R^2) + weight x (its systole fraction - fraction)^2 instead
     of the residual alone, so where the curve leaves ES uncertain the usual timing decides.
     fraction: the median ((ES - ED) mod T) / T of the model's training sequences (recorded by
-    tools.train as systole_fraction); weight: chosen on validation (recipe es_prior)."""
+    tools.train as systole_fraction); weight: --es-prior, chosen on validation splits
+    (tools.decoding_study)."""
     fraction: float
     weight: float
 
@@ -219,11 +220,12 @@ def template_fit(step_values, n_frames: int, convention: str = "cycle",
     scale = np.where(tv > 0, tv / tt, 0.0)
     offset = y.mean() - scale * templates.mean(axis=1)
     rss = np.maximum(float(v @ v) - gain, 0.0)
-    score = rss
-    if prior is not None and prior.weight > 0:
+    if prior is None or prior.weight == 0:
+        score, best = rss, int(np.argmax(gain))
+    else:
         fraction = ((ess - eds) % n_frames) / n_frames
         score = rss / max(float(v @ v), 1e-12) + prior.weight * (fraction - prior.fraction) ** 2
-    best = int(np.argmax(gain)) if score is rss else int(np.argmin(score))
+        best = int(np.argmin(score))
     return TemplateFit(eds, ess, rss, scale, offset, best, n_frames, y.size, convention, score)
 
 
@@ -277,8 +279,8 @@ def decode_detail(step_values, n_frames: int, convention: str = "cycle", method:
     answers = np.stack([fit.eds, fit.ess], axis=1)
     if method == "rwave_ed":
         from data_prep.rwave import first_frame_after
-        answers[:, 0] = np.where(fit.ess == first_frame_after(rwave, n_frames), fit.eds,
-                                 first_frame_after(rwave, n_frames))
+        trigger = first_frame_after(rwave, n_frames)
+        answers[:, 0] = np.where(fit.ess == trigger, fit.eds, trigger)
     if method in ("fit_rwave", "fit_es"):
         on_frames = steps_to_frames(y, n_frames)
         if method == "fit_rwave":
