@@ -32,6 +32,7 @@ from distributed import WorkerPlugin
 from data_prep import keys
 from data_prep.errors import InputError, problem_lines
 from tempregnet import detection
+from tempregnet.decoding import Decoding
 from tempregnet.detection import OUTPUT_CSV, OUTPUT_JSON
 from tempregnet.model_spec import ModelSpec, load_spec
 from tempregnet.outputs import write_bytes_atomic, write_csv_atomic, write_json_atomic
@@ -70,12 +71,10 @@ class Options:
     """What decides a study's result besides its input; a rerun must match it."""
     spec: ModelSpec
     source: str = "auto"
-    decoder: str = "fit"
+    decoding: Decoding = Decoding()           # decoder, test-time views, stack weights, prior
     stack: bool = False
     input_mm_per_px: float | None = None     # override for headers without a pixel size
-    augment: bool = False                     # test-time augmentation (inference.augmentation_views)
     report: bool = False                      # plots per sequence and report.html (tempregnet.report)
-    es_prior: float = 0.0                     # systole prior weight (model_spec.prior_of); 0: none
 
 
 # --- the study list ---------------------------------------------------------------------------
@@ -167,7 +166,8 @@ def detect_study(study: Study, options: Options, fingerprint: str) -> dict:
     from tempregnet.model_spec import prior_of
     check_secret(fingerprint)
     loaded, lock = worker_net(options.spec)
-    prior = prior_of(loaded, options.es_prior)
+    decoding = options.decoding
+    prior = prior_of(loaded, decoding.es_prior)
     times = dict.fromkeys(STAGES, 0.0)
     records, problems = [], []
     tic = time.perf_counter()
@@ -186,8 +186,8 @@ def detect_study(study: Study, options: Options, fingerprint: str) -> dict:
         item, seq, crop = item_seq_crop
         try:
             with lock:
-                result = predict_sequence(loaded, seq, options.decoder, crop=crop,
-                                          augment=options.augment, prior=prior)
+                result = predict_sequence(loaded, seq, decoding.decoder, crop=crop,
+                                          augment=decoding.augment, prior=prior)
         except InputError as err:            # named by its input file, not the anonymous key
             problems.append(InputError(item.where, err.problem))
             continue
@@ -199,7 +199,7 @@ def detect_study(study: Study, options: Options, fingerprint: str) -> dict:
             times[stage] += seconds
         done.append((seq, result))
     if options.stack and done:
-        done = decode_input_stacks(done, loaded.contract.label, options.decoder, prior)
+        done = decode_input_stacks(done, loaded.contract.label, decoding, prior)
     pictures = []
     for seq, result in done:
         rec = detection_record(study.input, seq, result)
@@ -221,13 +221,15 @@ def settings_of(options: Options, studies: list[Study], description: dict) -> di
     listing = hashlib.sha256("\n".join(s.key for s in studies).encode()).hexdigest()[:16]
     return {"format": FORMAT, "model": description, "sha1": options.spec.sha1,
             "roi": options.spec.roi, "input_mm_per_px": options.input_mm_per_px,
-            "test_augmentation": options.augment,
-            "source": options.source, "decoder": options.decoder,
+            "test_augmentation": options.decoding.augment,
+            "source": options.source, "decoder": options.decoding.decoder,
             "decoding": "per stack (not the paper's)" if options.stack else "per sequence",
             "n_studies": len(studies), "studies_digest": listing,
             "secret_fingerprint": keys.fingerprint(),
             **({"report": True} if options.report else {}),
-            **({"es_prior": options.es_prior} if options.es_prior else {})}
+            **({"es_prior": options.decoding.es_prior} if options.decoding.es_prior else {}),
+            **({"stack_weights": options.decoding.stack_weights}
+               if options.stack and options.decoding.stack_weights != "equal" else {})}
 
 
 def _written(result: dict) -> dict:
@@ -275,7 +277,8 @@ def check_out(out: Path, settings: dict) -> None:
     except ValueError:
         return                                # rebuilt from the study files
     keys_ = ("format", "sha1", "roi", "input_mm_per_px", "test_augmentation", "source",
-             "decoder", "decoding", "studies_digest", "secret_fingerprint", "report", "es_prior")
+             "decoder", "decoding", "studies_digest", "secret_fingerprint", "report", "es_prior",
+             "stack_weights")
     differ = [k for k in keys_ if before.get(k) != settings.get(k)]
     if differ:
         raise CohortError(f"{out}: holds a cohort run with other {', '.join(differ)}; rerun "

@@ -148,12 +148,14 @@ def plot_detection(seq, result: dict, path, contract) -> None:
     write_bytes_atomic(path, full)
 
 
-def decode_input_stacks(done, convention: str, decoder: str, prior=None):
-    """(sequence, result) pairs with ED/ES decoded per patient stack (inference.decode_stacks)."""
+def decode_input_stacks(done, convention: str, decoding, prior=None):
+    """(sequence, result) pairs with ED/ES decoded per patient stack (inference.decode_stacks) as
+    decoding (tempregnet.decoding.Decoding) says; prior: model_spec.prior_of its es_prior."""
     from tempregnet.inference import decode_stacks
     records = [{"group": seq.group, "n_frames": seq.n_frames, "curve": result["curve"],
                 "time_s": result["time_s"]} for seq, result in done]
-    stacked = decode_stacks(records, convention, decoder, detail=True, prior=prior)
+    stacked = decode_stacks(records, convention, decoding.decoder, detail=True,
+                            weights=decoding.stack_weights, prior=prior)
     return [(seq, {**result, "ed": rec["ed_pred"], "es": rec["es_pred"], "time_s": rec["time_s"],
                    "confidence": rec["confidence"], "decoded": rec["decoded"],
                    "stack_curve": rec["stack_curve"], "stack_curves": rec["stack_curves"],

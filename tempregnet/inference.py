@@ -19,6 +19,7 @@ from data_prep.preprocess import sequence_to_steps
 from data_prep.rwave import RWAVE_KEY
 from data_prep.scale import physical_steps
 from tempregnet.contract import SequenceContract
+from tempregnet.decoding import STACK_WEIGHTS
 from tempregnet.labels import SystolePrior, decode_detail, template_fit
 from tempregnet.net_input import net_input, sequence_starts, time_major
 
@@ -218,9 +219,6 @@ def predict_sequence(loaded: LoadedNet, seq, method: str = "fit", crop=None,
 def stack_key(rec: dict):
     """Sequences that share one ED/ES: the slices of one patient's cine stack (same group and T)."""
     return rec.get("group"), rec["n_frames"]
-
-
-STACK_WEIGHTS = ("equal", "fit")
 
 
 def standardised(curves) -> np.ndarray:

@@ -58,9 +58,12 @@ def model_spec(run=None, weights=None, deploy=None, stored_size=None, label: str
     return ModelSpec(folder=str(folder.resolve()), roi=roi, gpu=gpu, sha1=sha1_of(model.weights))
 
 
-def decoder_of(loaded, chosen: str | None) -> str:
-    """The decoder a detection uses: the one chosen, else the model's recipe's, else "fit"."""
-    return chosen or loaded.description.get("decoder") or "fit"
+def decoding_from_args(loaded, args):
+    """The tempregnet.decoding.Decoding a command uses: each part its flags give (--decoder, --tta /
+    --no-tta, --stack-weights, --es-prior), else the model's recipe's, else the default."""
+    from tempregnet.decoding import decoding_of
+    views = None if args.tta is None else ("tta" if args.tta else "one")
+    return decoding_of(loaded.description, args.decoder, views, args.stack_weights, args.es_prior)
 
 
 def prior_of(loaded, weight: float):
@@ -80,7 +83,22 @@ def prior_of(loaded, weight: float):
 
 ES_PRIOR_HELP = ("weight of a prior on the systole's share of the cycle (the median of the "
                  "model's training sequences; tempregnet.labels.SystolePrior) in the fit "
-                 "decoders; 0, the default: none (the paper's decoding)")
+                 "decoders; 0: none (the paper's decoding). Default: the model's recipe's")
+STACK_WEIGHTS_HELP = ("how --stack averages a stack's standardised curves: equal, or each slice "
+                      "by the share of its curve its own Eq. 4 fit explains (fit). Default: the "
+                      "model's recipe's")
+
+
+def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that override parts of the model's decoding (decoding_from_args)."""
+    from tempregnet.decoding import STACK_WEIGHTS
+    p.add_argument("--decoder", choices=DECODERS, default=None,
+                   help="how ED/ES are read from the curve (default: the model's recipe's "
+                        "decoder, 'fit' for a bare --model)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help=TTA_HELP + ". Default: the model's recipe's")
+    p.add_argument("--stack-weights", choices=STACK_WEIGHTS, default=None, help=STACK_WEIGHTS_HELP)
+    p.add_argument("--es-prior", type=float, default=None, metavar="WEIGHT", help=ES_PRIOR_HELP)
 
 
 def load_spec(spec: ModelSpec):
@@ -121,14 +139,10 @@ def add_net_arguments(p: argparse.ArgumentParser) -> None:
                         "heart-cropped ACDC, as the shipped one)")
     p.add_argument("--label", choices=CONVENTIONS, default="cycle",
                    help="label convention the model was trained with (--model)")
-    p.add_argument("--decoder", choices=DECODERS, default=None,
-                   help="how ED/ES are read from the curve (default: the model's recipe's "
-                        "decoder, 'fit' for a bare --model)")
     p.add_argument("--stack", action="store_true",
                    help="one ED/ES per patient stack: the standardised curves of its slices "
                         "(same frame count) averaged and decoded once (not the paper's protocol)")
-    p.add_argument("--tta", action="store_true", help=TTA_HELP)
-    p.add_argument("--es-prior", type=float, default=0.0, metavar="WEIGHT", help=ES_PRIOR_HELP)
+    add_decoding_arguments(p)
     p.add_argument("--gpu", type=int, default=None, help="GPU id (default CPU)")
     p.add_argument("--input-mm-per-px", type=float,
                    help="input pixel size for sequences whose header states none (no "

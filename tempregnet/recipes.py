@@ -1,8 +1,9 @@
 """Named recipes: each reported experiment as data (recipes/<name>.toml), and the one loader of them.
 
 A recipe names its net configuration (models/config.py) and the overrides on top of it, the Table 1
-variants it trains, the iterations, the decoder, whether it starts from ImageNet weights, the seed,
-its folds and how its data is prepared (source, label convention, ROI). The stored size and step
+variants it trains, the iterations, its decoding (tempregnet.decoding: the decoder, and optionally
+the test-time views, the stack weighting and the systole prior), whether it starts from ImageNet
+weights, the seed, its folds and how its data is prepared (source, label convention, ROI). The stored size and step
 count of that data come from the configuration, so `Recipe.contract()` is the sequence contract the
 recipe's data must have.
 """
@@ -16,8 +17,9 @@ from pathlib import Path
 from data_prep.errors import InputError
 from models.config import NetConfig, get_config, get_variant
 from tempregnet.contract import SequenceContract
-from tempregnet.labels import DECODERS
+from tempregnet.decoding import Decoding
 
+OPTIONAL_KEYS = {"test_data", "views", "stack_weights", "es_prior"}
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
 REPORTED = ("paper_zf", "paper_zf_cpu", "demo", "acdc", "cross_sunnybrook", "acdc_mm", "cross_sunnybrook_mm")   # one row each in the README's results table
 FOLDS = ("cv", "all")          # cv: patient-level k-fold CV; all: train on all.txt
@@ -58,6 +60,14 @@ class Recipe:
     folds: str
     data: DataSpec
     test_data: DataSpec | None = None
+    # The rest of the decoding (tempregnet.decoding.Decoding), optional in the TOML.
+    views: str = "one"
+    stack_weights: str = "equal"
+    es_prior: float = 0.0
+
+    def decoding(self) -> Decoding:
+        """How ED/ES are read from this recipe's nets."""
+        return Decoding(self.decoder, self.views, self.stack_weights, self.es_prior)
 
     def net_config(self) -> NetConfig:
         """The configuration with the recipe's overrides applied."""
@@ -150,7 +160,7 @@ def load_recipe(name_or_path) -> Recipe:
     except tomllib.TOMLDecodeError as err:
         raise InputError(path, f"not valid TOML ({err})") from None
     names = {f.name for f in dataclasses.fields(Recipe)} - {"name"}
-    missing = sorted(names - set(raw) - {"test_data"})
+    missing = sorted(names - set(raw) - OPTIONAL_KEYS)
     unknown = sorted(set(raw) - names)
     if missing or unknown:
         raise InputError(path, f"recipe has missing keys {missing} / unknown keys {unknown}")
@@ -160,15 +170,21 @@ def load_recipe(name_or_path) -> Recipe:
         overrides=overrides, variants=tuple(raw["variants"]), iterations=raw["iterations"],
         decoder=raw["decoder"], imagenet_weights=raw["imagenet_weights"], seed=raw["seed"],
         folds=raw["folds"], data=_data_spec(raw["data"], path, "data"),
-        test_data=_data_spec(raw["test_data"], path, "test_data") if "test_data" in raw else None)
+        test_data=_data_spec(raw["test_data"], path, "test_data") if "test_data" in raw else None,
+        **{k: raw[k] for k in ("views", "stack_weights") if k in raw},
+        **({"es_prior": float(raw["es_prior"])} if isinstance(raw.get("es_prior"), int)
+           and not isinstance(raw["es_prior"], bool) else
+           {"es_prior": raw["es_prior"]} if "es_prior" in raw else {}))
     try:
         recipe.net_config()
         for variant in recipe.variants:
             get_variant(variant)
     except ValueError as err:
         raise InputError(path, str(err)) from None
-    if recipe.decoder not in DECODERS:
-        raise InputError(path, f"decoder {recipe.decoder!r} is not one of {DECODERS}")
+    try:
+        recipe.decoding()
+    except ValueError as err:
+        raise InputError(path, str(err)) from None
     if recipe.folds not in FOLDS:
         raise InputError(path, f"folds {recipe.folds!r} is not one of {FOLDS}")
     if not isinstance(recipe.iterations, int) or recipe.iterations < 1:

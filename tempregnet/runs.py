@@ -20,6 +20,7 @@ from pathlib import Path
 
 from data_prep.errors import InputError
 from tempregnet.contract import SequenceContract, read_contract_file
+from tempregnet.decoding import KEYS as DECODING_KEYS
 from tempregnet.outputs import write_text_atomic
 
 SETTINGS, CONTRACT, FINAL_MODEL, SNAPSHOTS = "settings.json", "contract.json", "final_model.txt", "snapshots"
@@ -152,7 +153,7 @@ class ModelFolder:
                 "recipe": recipe.get("name"), "config": recipe.get("config"),
                 "variant": s.get("variant"), "iterations": s.get("iters"),
                 "imagenet_init": s.get("imagenet_init"), "solver_mode": s.get("solver_mode"),
-                "fold": s.get("fold"), "decoder": recipe.get("decoder"),
+                "fold": s.get("fold"), **{k: recipe.get(k) for k in DECODING_KEYS},
                 "systole_fraction": s.get("systole_fraction"),
                 **training_symmetries(recipe)}
         return {k: v for k, v in desc.items() if v is not None}

@@ -19,6 +19,7 @@ from tempregnet import baselines, evaluation as afd, runs
 from tempregnet.contract import read_contract
 from tempregnet.inference import decode_stacks, load_model, predict_rows
 from tempregnet.labels import step_positions
+from tempregnet.model_spec import prior_of
 from tempregnet.outputs import (refuse_overwrite, save_figure_atomic, write_csv_atomic,
                                 write_json_atomic, write_text_atomic)
 from tempregnet.recipes import Recipe
@@ -128,10 +129,14 @@ def train_missing(job: Table1Job, variants, folds) -> None:
 def net_records(run_dir: Path, rows: dict, fold: int, method: str, job: Table1Job):
     """Per-sequence records of one trained variant on one test fold, and its net description."""
     loaded = load_model(run_dir)
-    records = predict_rows(loaded, rows, batch=job.batch, method=job.recipe.decoder)
+    decoding = job.recipe.decoding()
+    prior = prior_of(loaded, decoding.es_prior)
+    records = predict_rows(loaded, rows, batch=job.batch, method=decoding.decoder,
+                           augment=decoding.augment, prior=prior)
     for r in records:
         r.update(method=method, fold=f"fold{fold}")
-    stacked = decode_stacks(records, loaded.contract.label, job.recipe.decoder)
+    stacked = decode_stacks(records, loaded.contract.label, decoding.decoder,
+                            weights=decoding.stack_weights, prior=prior)
     for r in stacked:
         r.update(method=method + STACK)
     return records + stacked, loaded
@@ -355,7 +360,8 @@ def describe(job: Table1Job, folds, n_folds, dataset_line, dataset, nets, fracti
                                 "no (trained from scratch)") + ".",
         f"Hardware: training on {', '.join(solver_modes) or '?'}; evaluation with pycaffe on "
         f"{first.get('mode', 'cpu').upper()}, batch {job.batch}.",
-        f"Decoder: '{recipe.decoder}' (tempregnet.labels.decode_steps), ED/ES in original frames.",
+        f"Decoder: '{recipe.decoder}' (tempregnet.labels.decode_steps), ED/ES in original frames"
+        + recipe.decoding().note() + ".",
         "aFD = Eq. 5, mean |predicted - true| in original frames, pooled over all test "
         "sequences of all folds; STD = population standard deviation of the same absolute "
         "differences (the paper does not say which).",
@@ -374,5 +380,5 @@ def describe(job: Table1Job, folds, n_folds, dataset_line, dataset, nets, fracti
     ]
     return {"dataset_line": dataset_line, "dataset": dataset, "folds": [f"fold{f}" for f in folds],
             "recipe": recipe.to_dict(), "iters": job.iters,
-            "imagenet_weights": bool(job.weights), "decoder": recipe.decoder,
+            "imagenet_weights": bool(job.weights), **recipe.decoding().describe(),
             "batch": job.batch, "nets": nets, "es_fractions": fractions, "notes": notes}

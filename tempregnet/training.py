@@ -25,6 +25,7 @@ from models.tempregnet import net_proto, solver_proto
 from tempregnet import runs
 from tempregnet.baselines import LABEL_KEYS, rows_es_fraction
 from tempregnet.contract import read_contract
+from tempregnet.decoding import KEYS as DECODING_KEYS
 from tempregnet.outputs import write_text_atomic
 from tempregnet.recipes import Recipe, load_recipe
 from tempregnet.training_log import parse_log, plot_curves
@@ -207,11 +208,18 @@ def resumable_run(run_dir: Path, recipe: Recipe, variant: str, fold, iters: int,
 
 def settings_differ(run_dir: Path, recipe: Recipe, variant: str, fold, iters: int,
                     imagenet: bool) -> list[str]:
-    """The settings in which run_dir's run differs from these (empty: the same run)."""
+    """The settings in which run_dir's run differs from these (empty: the same run). The recipe's
+    decoding and description are not training: a run stays the same run when only they change."""
     s = runs.read_settings(run_dir)
-    wanted = {"recipe": recipe.to_dict(), "variant": variant, "iters": iters, "fold": str(fold),
-              "imagenet_init": imagenet}
-    return sorted(k for k, v in wanted.items() if s.get(k) != v)
+
+    def trained(recipe_dict):
+        return {k: v for k, v in (recipe_dict or {}).items()
+                if k not in DECODING_KEYS and k != "description"}
+
+    wanted = {"recipe": trained(recipe.to_dict()), "variant": variant, "iters": iters,
+              "fold": str(fold), "imagenet_init": imagenet}
+    have = {**s, "recipe": trained(s.get("recipe"))}
+    return sorted(k for k, v in wanted.items() if have.get(k) != v)
 
 
 def train(recipe, data, fold, variant="tempreg", iters=None, weights=None, out=None,

@@ -317,3 +317,35 @@ def test_systole_prior_ranks_by_unexplained_share_plus_penalty():
     for fraction, weight in ((0.0, 1.0), (1.0, 1.0), (0.3, -1.0)):
         with pytest.raises(ValueError, match="systole prior"):
             SystolePrior(fraction, weight)
+
+
+def test_a_decoding_takes_each_part_given_else_the_recorded_one():
+    from tempregnet.decoding import Decoding, decoding_of
+    recorded = {"decoder": "rwave_ed", "views": "tta", "stack_weights": "fit", "es_prior": 4.0,
+                "name": "acdc_mm"}
+    assert decoding_of(recorded) == Decoding("rwave_ed", "tta", "fit", 4.0)
+    assert decoding_of(recorded, views="one", es_prior=0.0) == Decoding("rwave_ed", "one", "fit", 0.0)
+    assert decoding_of({"decoder": "extrema"}) == Decoding("extrema")    # an older run: defaults
+    assert decoding_of({}, decoder="fit_es") == Decoding("fit_es", "one", "equal", 0.0)
+    assert Decoding().note() == "" and not Decoding().augment
+    assert Decoding("fit", "tta", "fit", 2.0).note().count("; ") == 3
+    for bad in (dict(decoder="max"), dict(views="all"), dict(stack_weights="median"),
+                dict(es_prior=-1.0), dict(es_prior=True)):
+        with pytest.raises(ValueError):
+            Decoding(**bad)
+
+
+def test_a_recipe_names_its_decoding_optionally_and_it_is_checked_on_load(tmp_path):
+    from data_prep.errors import InputError
+    from tempregnet.decoding import Decoding
+    from tempregnet.recipes import RECIPE_DIR, load_recipe
+    head, sep, tables = (RECIPE_DIR / "demo.toml").read_text().partition("\n[")
+    path = tmp_path / "chosen.toml"        # top-level keys go before the first table
+    path.write_text(head + '\nviews = "tta"\nstack_weights = "fit"\nes_prior = 4\n' + sep + tables)
+    chosen = load_recipe(path)
+    assert chosen.decoding() == Decoding(load_recipe("demo").decoder, "tta", "fit", 4.0)
+    assert isinstance(chosen.es_prior, float)
+    assert load_recipe("demo").decoding().views == "one"          # absent: the paper's one view
+    path.write_text(head + '\nviews = "all"\n' + sep + tables)
+    with pytest.raises(InputError, match="views 'all'"):
+        load_recipe(path)

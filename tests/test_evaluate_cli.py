@@ -94,6 +94,37 @@ def test_run_dir_and_refusal_to_overwrite(prepared, tmp_path):
     assert "Traceback" not in prior.stderr and len(prior.stderr.strip().splitlines()) == 1
 
 
+def test_the_runs_recipe_decoding_is_the_default_and_flags_override_it(prepared, tmp_path):
+    """A run records its recipe's decoding (tempregnet.decoding): evaluate_afd uses it unless a
+    flag gives a part; the records equal those of the same decoding given by flags."""
+    import dataclasses
+    from tempregnet.recipes import load_recipe
+    demo = load_recipe("demo")
+    plain = write_run_dir(tmp_path / "plain")
+    recorded = write_run_dir(tmp_path / "recorded",
+                             recipe=dataclasses.replace(demo, decoder="extrema", es_prior=2.0))
+    common = ["--list", prepared / "fold0_test.txt", "--list", prepared / "fold1_test.txt"]
+
+    def evaluate(run, name, *flags):
+        res = run_cli("--run", run, *common, *flags, "--out", tmp_path / name)
+        return res, (tmp_path / name)
+
+    # the recorded prior needs the systole fraction this run does not record: refused, so used
+    res, _ = evaluate(recorded, "a")
+    assert res.returncode == 2 and "systole fraction" in res.stderr
+    res, by_recipe = evaluate(recorded, "b", "--es-prior", "0")
+    assert res.returncode == 0, res.stderr
+    res, by_flags = evaluate(plain, "c", "--decoder", "extrema")
+    assert res.returncode == 0, res.stderr
+    meta = json.loads((by_recipe / "afd.json").read_text())["meta"]
+    assert (meta["decoder"], meta["views"], meta["es_prior"]) == ("extrema", "one", 0.0)
+    preds = [[(r["seq_id"], r["ed_pred_0based"], r["es_pred_0based"])
+              for r in read_csv(folder / "afd_per_sequence.csv")] for folder in (by_recipe, by_flags)]
+    assert preds[0] == preds[1] and len(preds[0]) == len(CASES)
+    res, fit = evaluate(recorded, "d", "--es-prior", "0", "--decoder", "fit")
+    assert json.loads((fit / "afd.json").read_text())["meta"]["decoder"] == "fit"
+
+
 def test_predictions_file_by_hand(tmp_path):
     preds = tmp_path / "preds.csv"
     preds.write_text("seq_id,fold,n_frames,ed_true,es_true,ed_pred,es_pred\n"

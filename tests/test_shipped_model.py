@@ -129,6 +129,14 @@ def test_package_model_writes_a_folder_the_loaders_check(tmp_path):
     res = run_module("tools.package_model", "--run", run, "--eval", ev / "afd.json",
                      "--out", folder)
     assert res.returncode == 2 and "exists" in res.stderr         # never silently replaced
+    # a table measured with another decoding than the model's is refused, nothing written
+    other = tmp_path / "eval_extrema"
+    assert run_module("tools.evaluate_afd", "--run", run, "--data", data, "--list",
+                      "fold0_test.txt", "--decoder", "extrema", "--out", other).returncode == 0
+    res = run_module("tools.package_model", "--run", run, "--eval", other / "afd.json",
+                     "--out", tmp_path / "models" / "second")
+    assert res.returncode == 2 and "another decoder" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "models" / "second").exists()
 
 
 def test_roi_is_refused_for_the_fixed_mm_model(phantoms, tmp_path):

@@ -1,5 +1,6 @@
 """tools.train on a synthetic disc cohort: the loss falls, held-out RMSE beats a constant, the run
 folder (read back by the one run reader), resume, recipe and contract checks, CLI errors."""
+import dataclasses
 import json
 import shutil
 
@@ -139,6 +140,21 @@ def test_reuse_keeps_a_finished_run_of_the_same_settings_only(trained, capsys):
     assert (run_dir / "final_model.txt").read_text() == before
     assert train_tool.main(args + ["--iters", str(iters + 1)]) == 1
     assert "finished run with other iters" in capsys.readouterr().err
+
+def test_a_run_stays_the_same_run_when_only_the_decoding_changes(trained):
+    """The recipe's decoding (tempregnet.decoding) and description are not training."""
+    _, run_dir, _ = trained
+    s = json.loads((run_dir / "settings.json").read_text())
+    demo, fold, iters = load_recipe("demo"), s["fold"], s["iters"]
+    other = dataclasses.replace(demo, decoder="extrema", views="tta", stack_weights="fit",
+                                es_prior=2.0, description="another text")
+    assert training.settings_differ(run_dir, demo, "tempreg", fold, iters, False) == []
+    assert training.settings_differ(run_dir, other, "tempreg", fold, iters, False) == []
+    assert training.settings_differ(run_dir, dataclasses.replace(demo, seed=7), "tempreg", fold,
+                                    iters, False) == ["recipe"]
+    assert training.settings_differ(run_dir, other, "cnn_reg", fold, iters + 1, False) == \
+        ["iters", "variant"]
+
 
 def test_existing_run_dir_is_refused_without_force(trained, capsys):
     data, run_dir, _ = trained

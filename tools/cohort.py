@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     from tempregnet import cohort as engine
     from tempregnet.inference import quiet_caffe
-    from tempregnet.model_spec import decoder_of, load_spec, prior_of, spec_from_args
+    from tempregnet.model_spec import decoding_from_args, load_spec, prior_of, spec_from_args
     quiet_caffe()
     args = build_parser().parse_args(argv)
     try:
@@ -66,9 +66,9 @@ def main(argv=None) -> int:
         spec = spec_from_args(args)
         loaded = load_spec(spec)                            # fails here, before any cluster
         description = loaded.description
-        options = engine.Options(spec, args.source, decoder_of(loaded, args.decoder), args.stack,
-                                 args.input_mm_per_px, args.tta, args.report, args.es_prior)
-        prior_of(loaded, options.es_prior)                  # refused here if the model cannot
+        options = engine.Options(spec, args.source, decoding_from_args(loaded, args), args.stack,
+                                 args.input_mm_per_px, args.report)
+        prior_of(loaded, options.decoding.es_prior)         # refused here if the model cannot
         del loaded
         engine.check_out(Path(args.out), engine.settings_of(options, studies, description))
     except (engine.CohortError, InputError, ValueError) as err:

@@ -29,7 +29,8 @@ from data_prep.errors import InputError
 from data_prep.hdf5 import load_rows
 from tempregnet import evaluation as afd
 from tempregnet.contract import read_list_contract
-from tempregnet.inference import (STACK_WEIGHTS, LoadedNet, decode_stacks, load_model, load_net,
+from tempregnet.decoding import STACK_WEIGHTS, VIEWS
+from tempregnet.inference import (LoadedNet, decode_stacks, load_model, load_net,
                                   predict_rows, quiet_caffe, standardised)
 from tempregnet.baselines import LABEL_KEYS, rows_es_fraction
 from tempregnet.labels import DECODERS, SystolePrior, decode_detail
@@ -38,7 +39,6 @@ from tempregnet.recipes import load_recipe
 from tempregnet.runs import training_symmetries
 
 CURVES_FILE, STUDY_FILE = "curves.json", "decoding_study.json"
-VIEWS = ("one", "tta")                 # one forward pass, or the mean over augmentation_views
 
 
 def validation_net(folder: Path, fold: int) -> tuple[LoadedNet, Path]:

@@ -32,7 +32,7 @@ from tempregnet.detection import (OUTPUT_CSV, OUTPUT_JSON, PLOT_DIR, CSV_COLUMNS
                                   loaded_sequences, plot_detection, write_detection_report)
 from tempregnet.report import REPORT_NAME
 from tempregnet.inference import predict_sequence, quiet_caffe
-from tempregnet.model_spec import (TTA_TEXT, add_net_arguments, decoder_of, load_spec, prior_of,
+from tempregnet.model_spec import (TTA_TEXT, add_net_arguments, decoding_from_args, load_spec, prior_of,
                                    spec_from_args)
 from tempregnet.outputs import OutputExists, refuse_overwrite, write_csv_atomic, write_json_atomic
 
@@ -68,8 +68,8 @@ def main(argv=None) -> int:
             raise OutputExists(f"{out / PLOT_DIR}: holds plots; pass --force to overwrite")
         ensure_outside(out)
         loaded = load_spec(spec_from_args(args))
-        decoder = decoder_of(loaded, args.decoder)
-        prior = prior_of(loaded, args.es_prior)
+        decoding = decoding_from_args(loaded, args)
+        prior = prior_of(loaded, decoding.es_prior)
     except (InputError, OutputExists, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -103,8 +103,8 @@ def main(argv=None) -> int:
         for item, seq, crop in loaded_sequences(found, loaded.contract, args.input_mm_per_px,
                                                 problem):
             try:
-                result = predict_sequence(loaded, seq, decoder, crop=crop, augment=args.tta,
-                                          prior=prior)
+                result = predict_sequence(loaded, seq, decoding.decoder, crop=crop,
+                                          augment=decoding.augment, prior=prior)
             except InputError as err:       # named by its input file, not the anonymous key
                 problem(InputError(item.where, err.problem))
                 continue
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
             else:                           # reported at once: no input's frames are kept
                 report(index, seq, result)
         if held:                            # a stack never spans two inputs
-            for seq, result in decode_input_stacks(held, loaded.contract.label, decoder, prior):
+            for seq, result in decode_input_stacks(held, loaded.contract.label, decoding, prior):
                 report(index, seq, result)
         say_problems()
         bar.set_postfix(sequences=len(records), problems=len(causes))
@@ -126,13 +126,13 @@ def main(argv=None) -> int:
     write_json_atomic(out / OUTPUT_JSON, {
         "frames": "original frame numbers: *_0based from 0, *_1based from 1; *_instance is the "
                   "DICOM InstanceNumber of that frame (empty for NIfTI)",
-        "model": loaded.description, "decoder": decoder, "es_prior": args.es_prior,
-        "test_augmentation": TTA_TEXT if args.tta else "none",
+        "model": loaded.description, **decoding.describe(),
+        "test_augmentation": TTA_TEXT if decoding.augment else "none",
         "decoding": "per stack (not the paper's)" if args.stack else "per sequence",
         "n_inputs": len(args.inputs), "n_sequences": len(records), "n_problems": len(causes),
         "sequences": records})
     if args.report:
-        write_detection_report(out, records, causes, args.inputs, loaded.description, decoder,
+        write_detection_report(out, records, causes, args.inputs, loaded.description, decoding.decoder,
                                args.stack)
     times = [r["time_s"] for r in records]
     print(f"{len(records)} sequences from {len(args.inputs)} inputs"

@@ -26,8 +26,8 @@ from tempregnet.contract import read_list_contract
 from tempregnet.labels import written_confidence
 from tempregnet.inference import (check_rows, decode_stacks, load_model, load_net, predict_rows,
                                   quiet_caffe)
-from tempregnet.labels import CONVENTIONS, DECODERS
-from tempregnet.model_spec import ES_PRIOR_HELP, TTA_HELP, TTA_TEXT, decoder_of, prior_of
+from tempregnet.labels import CONVENTIONS
+from tempregnet.model_spec import TTA_TEXT, add_decoding_arguments, decoding_from_args, prior_of
 from tempregnet.outputs import (OutputExists, refuse_overwrite, write_csv_atomic, write_json_atomic,
                                 write_text_atomic)
 
@@ -155,7 +155,7 @@ def records_from_nets(args) -> tuple[list[dict], dict]:
         raise ValueError(f"give one --run, or one per --list ({len(args.run)} runs, "
                          f"{len(lists)} lists)")
     gpu = args.gpu if args.gpu is not None and args.gpu >= 0 else None
-    records, nets, decoders = [], [], set()
+    records, nets, decodings = [], [], set()
     for i, list_file in enumerate(lists):
         data_contract = read_list_contract(list_file)
         if args.run:
@@ -164,25 +164,30 @@ def records_from_nets(args) -> tuple[list[dict], dict]:
         else:       # a bare model: trained on data like this, labelled as --label says
             loaded = load_net(args.deploy, args.model, data_contract.replace(label=args.label),
                               gpu=gpu)
-        decoder = decoder_of(loaded, args.decoder)
-        decoders.add(decoder)
+        decoding = decoding_from_args(loaded, args)
+        decodings.add(decoding)
         rows = load_rows(list_file)
         unlabelled = int((rows["ed"] < 0).sum())
         if unlabelled:
             raise InputError(list_file, f"{unlabelled} of its sequences have no ED/ES labels")
-        prior = prior_of(loaded, args.es_prior)
-        fold = predict_rows(loaded, rows, batch=args.batch, method=decoder, augment=args.tta,
-                            prior=prior)
+        prior = prior_of(loaded, decoding.es_prior)
+        fold = predict_rows(loaded, rows, batch=args.batch, method=decoding.decoder,
+                            augment=decoding.augment, prior=prior)
         if args.stack:
-            fold = decode_stacks(fold, loaded.contract.label, decoder, prior=prior)
+            fold = decode_stacks(fold, loaded.contract.label, decoding.decoder,
+                                 weights=decoding.stack_weights, prior=prior)
         for rec in fold:
             rec["fold"] = fold_name(list_file)
             records.append(rec)
         nets.append(loaded.description)
-    meta = {"decoder": ", ".join(sorted(decoders)), "batch": args.batch, "nets": nets,
+    if len(decodings) > 1:
+        raise ValueError(f"the runs record different decodings ({sorted(map(str, decodings))}); "
+                         "give --decoder, --tta/--no-tta, --stack-weights and --es-prior")
+    decoding = decodings.pop()
+    meta = {**decoding.describe(), "batch": args.batch, "nets": nets,
             "lists": [p.name for p in lists],
             "decoding": "per cine stack (not the paper's)" if args.stack else "per sequence",
-            "test_augmentation": TTA_TEXT if args.tta else "none", "es_prior": args.es_prior}
+            "test_augmentation": TTA_TEXT if decoding.augment else "none"}
     return records, meta
 
 
@@ -198,12 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="label convention the model was trained with (with --model)")
     p.add_argument("--data", help="prepared dataset dir that holds the list files")
     p.add_argument("--list", action="append", default=[], help="split list, e.g. fold0_test.txt")
-    p.add_argument("--tta", action="store_true", help=TTA_HELP)
-    p.add_argument("--es-prior", type=float, default=0.0, metavar="WEIGHT", help=ES_PRIOR_HELP)
-    p.add_argument("--decoder", choices=DECODERS,
-                   help="fit: Eq. 4 template fit; extrema: the paper's max/min rule; fit_es: ES by "
-                        "the fit, ED the peak before it (sequences that start at ED). Default: the "
-                        "run's recipe's decoder, fit for --model")
+    add_decoding_arguments(p)
     p.add_argument("--batch", type=int, default=1, help="sequences per forward pass (default 1)")
     p.add_argument("--stack", action="store_true",
                    help="decode each patient's slices with the same frame count together "

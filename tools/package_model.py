@@ -18,19 +18,28 @@ import sys
 from pathlib import Path
 
 from data_prep.errors import InputError
+from tempregnet.decoding import decoding_of
 from tempregnet.runs import CONTRACT, FINAL_MODEL, README, SETTINGS, read_model_folder, sha1_of
 
 CAFFE_COMMIT = "99bd99795dcdf0b1d3086a8d67ab1782a8a08383"   # BVLC master of the Debian source
 CAFFE_SOURCE = "Debian source package caffe 1.0.0+git20180821.99bd997-8 with tools/caffe/patches"
 
 
-def accuracy_rows(afd_json) -> dict:
-    """Pooled aFD/STD (and the cyclic difference) of an afd.json written by tools.evaluate_afd."""
+def accuracy_rows(afd_json, decoding=None) -> dict:
+    """Pooled aFD/STD (and the cyclic difference) of an afd.json written by tools.evaluate_afd;
+    refused if it was measured with another decoding than `decoding` (tempregnet.decoding)."""
     path = Path(afd_json)
     try:
-        summary = json.loads(path.read_text())["summary"]["pooled"]
+        doc = json.loads(path.read_text())
+        summary = doc["summary"]["pooled"]
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(path, f"not an afd.json of tools.evaluate_afd ({exc})") from None
+    meta = doc.get("meta") or {}
+    if decoding is not None:
+        differ = sorted(k for k, v in decoding.describe().items() if meta.get(k) != v)
+        if differ:
+            raise InputError(path, f"measured with another {', '.join(differ)} than the model's "
+                                   f"decoding ({decoding.describe()}); evaluate it again")
     return summary
 
 
@@ -84,7 +93,7 @@ def cv_text(cv) -> str:
     if not cv:
         return ""
     per_seq, stack, recipe = cv
-    rows = [_row("per sequence (the paper's decoding)", per_seq)]
+    rows = [_row("per sequence", per_seq)]
     if stack:
         rows.append(_row("per stack (not the paper's)", stack))
     return f"""
@@ -109,11 +118,11 @@ def readme_text(name: str, caffemodel: str, sha1: str, settings: dict, contract:
     """The folder's readme.md; cv: cv_rows() of the recipe's cross-validation, or None."""
     recipe = settings.get("recipe") or {}
     overrides = ", ".join(f"{k} = {json.dumps(v)}" for k, v in sorted(recipe.get("overrides", {}).items()))
-    decoder = recipe.get("decoder") or "fit"
+    decoding = decoding_of(recipe)
     test_frames = ("read as for training: the LV crop at the scanner's pixel size"
                    if contract.get("mm_per_px") else
                    f"central {(recipe.get('test_data') or {}).get('roi', 1.0)} of the field of view")
-    rows = [_row("per sequence (the paper's decoding)", per_seq)]
+    rows = [_row("per sequence", per_seq)]
     if per_stack:
         rows.append(_row("per stack (`--stack`, not the paper's)", per_stack))
     return f"""---
@@ -131,7 +140,7 @@ TempReg-Net (Kong et al., MICCAI 2016), recipe `{recipe.get('name')}` (configura
 trained from scratch on all of the ACDC development subset. `python -m tools.detect` and
 `python -m tools.cohort` use it when given no `--run` or `--model`. It reads each cine slice as
 {contract.get('steps')} steps of {contract.get('stored_size')} px frames (centre crop {crop} px; contrast and motion input channels)
-and outputs a per-step volume-like curve that the `{decoder}` decoder turns into ED and ES frames. **A small CPU model, not the paper's ZF net.**
+and outputs a per-step volume-like curve that the `{decoding.decoder}` decoder turns into ED and ES frames{decoding.note()} (`tempregnet.decoding`; the detect flags override each part). **A small CPU model, not the paper's ZF net.**
 
 ## Use
 
@@ -207,8 +216,9 @@ def main(argv=None) -> int:
         model = read_model_folder(run)
         if model.settings is None:
             raise InputError(run, "not a training run folder (no settings.json)")
-        per_seq = accuracy_rows(args.eval)
-        per_stack = accuracy_rows(args.eval_stack) if args.eval_stack else None
+        decoding = decoding_of(model.settings.get("recipe") or {})
+        per_seq = accuracy_rows(args.eval, decoding)
+        per_stack = accuracy_rows(args.eval_stack, decoding) if args.eval_stack else None
         cv = cv_rows(args.cv) if args.cv else None
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
