@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from data_prep.errors import InputError
+from data_prep.rwave import RWAVE_KEY
 from tempregnet.labels import written_confidence
 
 OUTPUT_JSON, OUTPUT_CSV, PLOT_DIR = "detections.json", "detections.csv", "plots"
@@ -153,7 +154,8 @@ def decode_input_stacks(done, convention: str, decoding, prior=None):
     decoding (tempregnet.decoding.Decoding) says; prior: model_spec.prior_of its es_prior."""
     from tempregnet.inference import decode_stacks
     records = [{"group": seq.group, "n_frames": seq.n_frames, "curve": result["curve"],
-                "time_s": result["time_s"]} for seq, result in done]
+                "time_s": result["time_s"], "rwave": float((seq.meta or {}).get(RWAVE_KEY) or 0.0)}
+               for seq, result in done]
     stacked = decode_stacks(records, convention, decoding.decoder, detail=True,
                             weights=decoding.stack_weights, prior=prior)
     return [(seq, {**result, "ed": rec["ed_pred"], "es": rec["es_pred"], "time_s": rec["time_s"],

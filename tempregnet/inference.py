@@ -247,8 +247,9 @@ def decode_stacks(records: list[dict], convention: str, method: str = "fit",
     share of its curve its own Eq. 4 fit explains (fit_share), so slices whose curves do not look
     like a cycle (apex, base, out of plane) count less. detail: also the labels.Decoded, the mean
     curve (stack_curve) and the standardised curves (stack_curves), for plots. Records without a
-    group stay on their own. Returns new records (the inputs are not changed); each keeps its own
-    curve."""
+    group stay on their own. A record's "rwave" (the R wave's position in frames, data_prep.rwave;
+    0 where absent) places ED for the decoders that use it: the median over the stack. Returns new
+    records (the inputs are not changed); each keeps its own curve."""
     if weights not in STACK_WEIGHTS:
         raise ValueError(f"unknown stack weighting {weights!r}; expected one of {STACK_WEIGHTS}")
     members: dict = {}
@@ -265,7 +266,8 @@ def decode_stacks(records: list[dict], convention: str, method: str = "fit",
             w = np.array([fit_share(c, n_frames, convention) for c in z])
             w = w if w.sum() > 0 else np.ones(len(idx))
         mean = (w[:, None] * z).sum(axis=0) / w.sum()
-        decoded = decode_detail(mean, n_frames, convention, method, prior=prior)
+        rwave = float(np.median([records[i].get("rwave", 0.0) for i in idx]))
+        decoded = decode_detail(mean, n_frames, convention, method, rwave=rwave, prior=prior)
         share = (time.perf_counter() - tic) / len(idx)
         for i in idx:
             out[i].update(ed_pred=decoded.ed, es_pred=decoded.es,

@@ -187,9 +187,22 @@ def test_stacks_are_decoded_per_patient_and_frame_count():
     spoiled[1] = 50 * spoiled[1] - 7           # and another scale: standardised before averaging
     assert all(decode_steps(c, n) != (3, 12) for c in spoiled)
     other = volume_label(step_positions(n, 20), n, 20, 5)
-    done = [(SimpleNamespace(group="a", n_frames=n), {"curve": c, "time_s": 0.1}) for c in spoiled]
-    done.append((SimpleNamespace(group="b", n_frames=n), {"curve": other, "time_s": 0.1}))
-    done.append((SimpleNamespace(group="a", n_frames=n + 1), {"curve": other, "time_s": 0.1}))
-    out = decode_input_stacks(done, "cycle", "fit")
+    from tempregnet.decoding import Decoding
+    from data_prep.rwave import RWAVE_KEY, first_frame_after
+
+    def seq(group, frames, rwave=None):
+        return SimpleNamespace(group=group, n_frames=frames,
+                               meta={} if rwave is None else {RWAVE_KEY: rwave})
+
+    done = [(seq("a", n), {"curve": c, "time_s": 0.1}) for c in spoiled]
+    done.append((seq("b", n), {"curve": other, "time_s": 0.1}))
+    done.append((seq("a", n + 1), {"curve": other, "time_s": 0.1}))
+    out = decode_input_stacks(done, "cycle", Decoding("fit"))
     assert [(r["ed"], r["es"], r["stack_size"]) for _, r in out] == \
         [(3, 12, 2), (3, 12, 2), (20, 5, 1), decode_steps(other, n + 1) + (1,)]
+    # ED at the R wave: the stack's, from its slices' trigger times (median), not frame 0
+    late = [(seq("a", n, rwave), {"curve": c, "time_s": 0.1})
+            for rwave, c in zip((5.2, 5.6), spoiled)]
+    out = decode_input_stacks(late, "cycle", Decoding("rwave_ed"))
+    assert [r["ed"] for _, r in out] == [first_frame_after(5.4, n)] * 2 == [6, 6]
+    assert [r["es"] for _, r in out] == [12, 12]
