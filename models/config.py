@@ -67,6 +67,11 @@ class NetConfig:
     input_contrast: bool = False
     # Motion: the third input channel shows the next frame minus the previous one (cyclic).
     input_motion: bool = False
+    # Not in the paper: the net multiplies its input (grey frames, 0-255 less ImageNet ZF's mean,
+    # the scale ImageNet's weights expect) by this before the trunk (a Power layer, so caffe train,
+    # the deploy net and every tool apply it alike). From scratch, at 1 the ZF's features reach
+    # the LSTM at tens to thousands, where its U[-0.01, 0.01] gates saturate (docs/deviations.md, 25).
+    input_scale: float = 1.0
 
     def replace(self, **kw) -> "NetConfig":
         """A copy with some fields changed (unknown fields raise TypeError)."""

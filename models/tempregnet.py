@@ -166,6 +166,9 @@ def net_proto(cfg: NetConfig, variant: Variant, phase: str, source: str | None =
             param_str=_data_param(cfg, source, batch_size, train, seed, label))
     frames = (temporal_inputs(n, n.frames, cfg) if cfg.input_contrast or cfg.input_motion
               else n.frames)
+    if cfg.input_scale != 1.0:
+        n.frames_scaled = L.Power(frames, power_param=dict(scale=cfg.input_scale))
+        frames = n.frames_scaled
     feature = zf_trunk(n, frames, cfg)                                 # (T*N) x q
     n.fc_frame_steps = L.Reshape(feature, shape=dict(dim=[t, -1, cfg.feature_dim]))  # T x N x q
     if variant.use_lstm:

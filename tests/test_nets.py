@@ -344,3 +344,27 @@ def test_input_motion_feeds_conv1_the_next_minus_the_previous_frame(tmp_path, co
     first = frames[:, :, 0] - frames[:, :, 0].mean(axis=0) if contrast else frames[:, :, 0]
     np.testing.assert_allclose(got[:, :, 0], first, atol=1e-3)
     np.testing.assert_array_equal(got[:, :, 1], frames[:, :, 1])
+
+
+@pytest.mark.parametrize("contrast", [True, False])
+def test_input_scale_multiplies_what_conv1_sees(tmp_path, contrast):
+    """input_scale (deviation 25) scales the frames conv1 reads, after any temporal channel;
+    at 1 the net holds no such layer."""
+    from models.tempregnet import net_proto
+    cfg = get_config("small").replace(input_contrast=contrast, input_scale=0.25)
+    path = tmp_path / "scaled_deploy.prototxt"
+    path.write_text(text_format.MessageToString(net_proto(cfg, get_variant("tempreg"), "deploy")))
+    caffe.set_mode_cpu()
+    net = caffe.Net(str(path), caffe.TEST)
+    t, c, n = cfg.n_steps, cfg.crop, 2
+    frames = np.random.default_rng(6).normal(0, 50, (t, n, 3, c, c)).astype(np.float32)
+    cont = np.ones((t, n), np.float32)
+    cont[0] = 0
+    run_deploy(net, frames.reshape(t * n, 3, c, c), cont)
+    got = net.blobs[net.bottom_names["conv1"][0]].data.reshape(t, n, 3, c, c)
+    want = frames.copy()
+    if contrast:
+        want[:, :, 0] -= frames[:, :, 0].mean(axis=0)
+    np.testing.assert_allclose(got, 0.25 * want, atol=1e-3)
+    plain = net_proto(get_config("small"), get_variant("tempreg"), "deploy")
+    assert "frames_scaled" not in [layer.name for layer in plain.layer]
