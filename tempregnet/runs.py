@@ -154,9 +154,25 @@ class ModelFolder:
                 "variant": s.get("variant"), "iterations": s.get("iters"),
                 "imagenet_init": s.get("imagenet_init"), "solver_mode": s.get("solver_mode"),
                 "fold": s.get("fold"), **{k: recipe.get(k) for k in DECODING_KEYS},
-                "systole_fraction": s.get("systole_fraction"),
+                "systole_fraction": (s["systole_fraction"] if "systole_fraction" in s
+                                     else training_fraction(s)),
                 **training_symmetries(recipe)}
         return {k: v for k, v in desc.items() if v is not None}
+
+
+def training_fraction(settings: dict) -> float | None:
+    """The median systole fraction of a run's training sequences, for runs trained before
+    tools.train recorded it (settings.json systole_fraction): computed, as tools.train does, from
+    the training list the run names, when that list is still at hand; else None."""
+    train_list = settings.get("train_list")
+    if not train_list or not Path(train_list).is_file():
+        return None
+    from data_prep.hdf5 import load_rows
+    from tempregnet.baselines import LABEL_KEYS, rows_es_fraction
+    try:
+        return rows_es_fraction(load_rows(train_list, LABEL_KEYS))
+    except (InputError, OSError, KeyError, ValueError):
+        return None
 
 
 def training_symmetries(recipe: dict) -> dict:

@@ -156,6 +156,19 @@ def test_a_run_stays_the_same_run_when_only_the_decoding_changes(trained):
         ["iters", "variant"]
 
 
+def test_a_run_older_than_its_systole_fraction_gets_it_from_its_training_list(trained, tmp_path):
+    _, run_dir, _ = trained
+    old = tmp_path / "old_run"
+    shutil.copytree(run_dir, old)
+    s = json.loads((old / "settings.json").read_text())
+    recorded = s.pop("systole_fraction")
+    (old / "settings.json").write_text(json.dumps(s))
+    assert 0 < recorded < 1
+    assert read_model_folder(old).description()["systole_fraction"] == recorded
+    (old / "settings.json").write_text(json.dumps({**s, "train_list": str(tmp_path / "gone.txt")}))
+    assert "systole_fraction" not in read_model_folder(old).description()
+
+
 def test_existing_run_dir_is_refused_without_force(trained, capsys):
     data, run_dir, _ = trained
     code = train_tool.main(["--recipe", "demo", "--data", str(data), "--fold", "0", "--iters", "5",
