@@ -140,3 +140,12 @@ def test_a_killed_learning_curve_resumes_from_its_last_line(demo_data, tmp_path)
     other = run_module("tools.learning_curve", *common[:-2], "--every", "20", "--out", out,
                        "--iters", "60", "--resume")
     assert other.returncode == 1 and "a curve with other every" in other.stderr
+    # the recipe changed since the curve began (here: one more override) is refused too
+    from tempregnet.recipes import RECIPE_DIR
+    changed = tmp_path / "demo.toml"
+    changed.write_text((RECIPE_DIR / "demo.toml").read_text().replace(
+        "[overrides]", "[overrides]\ninput_scale = 0.5"))
+    assert "input_scale = 0.5" in changed.read_text()
+    moved = run_module("tools.learning_curve", "--recipe", changed, *common[2:], "--iters", "60",
+                       "--resume")
+    assert moved.returncode == 1 and "net_overrides" in moved.stderr

@@ -102,7 +102,8 @@ def train_and_score(args, recipe, cfg, variant, contract, folder: Path) -> list[
     held_out = "validation" if args.validation else "test"
     record = {"recipe": args.recipe, "variant": args.variant, "fold": args.fold,
               "held_out": held_out, "decoder": recipe.decoder, "beta": variant.beta,
-              "overrides": args.set, "seed": args.seed, "every": args.every}
+              "overrides": args.set, "seed": args.seed, "every": args.every,
+              "net_overrides": recipe.overrides}          # the recipe's and --set's together
     lines = resume_state(args, folder, record, sgd) if args.resume else []
     if args.weights and not lines:
         if not args.weights.is_file():
@@ -146,7 +147,10 @@ def resume_state(args, folder: Path, record: dict, sgd) -> list[dict]:
     if not path.is_file():
         raise InputError(path, "nothing to resume (no learning curve written here yet)")
     saved = json.loads(path.read_text())
-    differs = sorted(k for k, v in record.items() if saved.get(k) != v)
+    # net_overrides: so a recipe changed since the curve began is caught; curves written before
+    # it was recorded are compared without it
+    differs = sorted(k for k, v in record.items() if saved.get(k) != v
+                     and (k != "net_overrides" or k in saved))
     if differs:
         raise InputError(path, f"a curve with other {', '.join(differs)}; use another --out")
     last = saved["lines"][-1]["iteration"]

@@ -88,6 +88,16 @@ follow the `cycle` convention: ED and ES anywhere in the sequence.
 """
 
 
+def rwave_note(decoding) -> str:
+    """Why Sunnybrook's Eq. 5 ED is about T - 2 frames for a decoder that puts ED at the R wave."""
+    if decoding.decoder not in ("rwave_ed", "fit_trigger"):
+        return ""
+    return ("Sunnybrook labels ED about two frames before the R wave its series start at; this "
+            f"decoding (`{decoding.decoder}`) puts ED at the R wave, as ACDC labels it, so Eq. 5 "
+            "counts those two frames the long way round the cycle: the cyclic column is the "
+            "distance (docs/scale-and-crop.md). ")
+
+
 def cv_text(cv) -> str:
     """The cross-validated accuracy section of the readme (empty without --cv)."""
     if not cv:
@@ -183,7 +193,7 @@ is read from; aFD = mean absolute frame difference (Eq. 5), original frames:
 |---|---:|---:|---:|---:|
 {chr(10).join(rows)}
 
-Three test patients make this an anecdote, not an estimate. On the synthetic phantoms see
+{rwave_note(decoding)}Three test patients make this an anecdote, not an estimate. On the synthetic phantoms see
 docs/detection.md.
 {cv_text(cv)}
 ## Files
