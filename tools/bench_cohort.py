@@ -19,13 +19,14 @@ import time
 from pathlib import Path
 
 from tempregnet import cohort as engine
+from tempregnet.decoding import VIEWS, decoding_of
 from tempregnet.inference import quiet_caffe
 from tempregnet.model_spec import load_spec, model_spec
 
 
-def bench(studies, spec, workers: int, out: Path) -> dict:
+def bench(studies, spec, decoding, workers: int, out: Path) -> dict:
     """One timed cohort run on a new LocalCluster of `workers` single-thread processes."""
-    options = engine.Options(spec)
+    options = engine.Options(spec, decoding=decoding)
     description = load_spec(spec).description
     tic = time.perf_counter()
     client = engine.start_client(None, workers, 1)
@@ -61,9 +62,13 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--run", help="training run or model folder (default: the shipped model)")
     p.add_argument("--roi", type=float, default=None)
+    p.add_argument("--views", choices=VIEWS, default=None,
+                   help="one forward pass per sequence, or the mean over the test-time views "
+                        "(default: the model's recipe's decoding, as tools.cohort runs it)")
     args = p.parse_args(argv)
     quiet_caffe()
     spec = model_spec(run=args.run, roi=args.roi)
+    decoding = decoding_of(load_spec(spec).description, views=args.views)
     with tempfile.TemporaryDirectory(prefix="bench-cohort-") as tmp:
         cohort = Path(args.cohort) if args.cohort else Path(tmp) / "cohort"
         if not args.cohort:
@@ -73,8 +78,9 @@ def main(argv=None) -> int:
         studies = engine.make_studies(sorted(str(c) for c in cohort.glob("case*") if c.is_dir()))
         files = sum(1 for f in cohort.rglob("*") if f.is_file())
         print(f"cohort: {len(studies)} studies, {files} files; model: {Path(spec.folder or spec.weights).name}; "
-              f"commit {_commit()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-        rows = [bench(studies, spec, w, Path(tmp) / f"out-{w}") for w in args.workers]
+              f"decoding {decoding.describe()}; commit {_commit()}; "
+              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+        rows = [bench(studies, spec, decoding, w, Path(tmp) / f"out-{w}") for w in args.workers]
     print("\n| workers | studies/s | sequences/s | wall s | start-up s | read | preprocess "
           "| forward | decode | workers busy |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
