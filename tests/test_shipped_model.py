@@ -79,10 +79,19 @@ def test_detect_without_run_uses_the_shipped_model_on_phantoms(phantoms, tmp_pat
     def cyclic(pred, true, n):
         d = abs(int(pred) - int(true))
         return min(d, n - d)
-    ed = [cyclic(r["ed_0based"], r["ed_true_0based"], int(r["n_frames"])) for r in rows]
     es = [cyclic(r["es_0based"], r["es_true_0based"], int(r["n_frames"])) for r in rows]
-    print(f"shipped model on {len(rows)} phantom sequences: cyclic aFD ED {np.mean(ed):.2f}, "
-          f"ES {np.mean(es):.2f}, at most {max(ed)} / {max(es)}")
+    # The model's decoding puts ED at the R wave its trigger times give. The phantoms' trigger
+    # times start at 0 ms at frame 0 whatever the phase their sequence starts at (most do not
+    # start at ED), so ED is frame 0 for every one; the net's own reading of ED is checked with
+    # a decoder that takes ED from the curve.
+    assert all(int(r["ed_0based"]) == 0 for r in rows)
+    curve_ed = tmp_path / "curve_ed"
+    res = run_module("tools.detect", phantoms, "--out", curve_ed, "--quiet", "--decoder", "fit")
+    assert res.returncode == 0, res.stderr
+    ed = [cyclic(r["ed_0based"], r["ed_true_0based"], int(r["n_frames"]))
+          for r in read_csv(curve_ed / "detections.csv")]
+    print(f"shipped model on {len(rows)} phantom sequences: cyclic aFD ED {np.mean(ed):.2f} "
+          f"(decoder fit), ES {np.mean(es):.2f}, at most {max(ed)} / {max(es)}")
     assert np.mean(ed) <= TOL_MEAN_ED and np.mean(es) <= TOL_MEAN_ES
     assert max(ed) <= TOL_EACH and max(es) <= TOL_EACH
 
