@@ -72,11 +72,26 @@ def snapshot_iteration(path) -> int:
 
 
 def newest_solverstate(run_dir) -> Path | None:
-    """The .solverstate with the highest iteration number in run_dir/snapshots, if any."""
-    states = list((Path(run_dir) / SNAPSHOTS).glob("*_iter_*.solverstate"))
-    if not states:
-        return None
-    return max(states, key=snapshot_iteration)
+    """The complete .solverstate with the highest iteration number in run_dir/snapshots, if any: a
+    run killed while Caffe wrote a snapshot leaves a truncated one, which is passed over."""
+    states = (Path(run_dir) / SNAPSHOTS).glob("*_iter_*.solverstate")
+    for state in sorted(states, key=snapshot_iteration, reverse=True):
+        if complete_solverstate(state):
+            return state
+    return None
+
+
+def complete_solverstate(path: Path) -> bool:
+    """Whether a .solverstate parses whole and the .caffemodel it names is there."""
+    from caffe.proto import caffe_pb2
+    from google.protobuf.message import DecodeError
+    state = caffe_pb2.SolverState()
+    try:
+        state.ParseFromString(Path(path).read_bytes())
+    except (DecodeError, OSError):
+        return False
+    learned = Path(state.learned_net)
+    return state.iter > 0 and (learned.is_file() or (Path(path).parent / learned.name).is_file())
 
 
 def _one(folder: Path, preferred: str, pattern: str, what: str) -> Path:

@@ -156,6 +156,22 @@ def test_a_run_stays_the_same_run_when_only_the_decoding_changes(trained):
         ["iters", "variant"]
 
 
+def test_a_snapshot_cut_short_by_a_kill_is_not_resumed_from(trained, tmp_path):
+    """A run killed while Caffe wrote its newest .solverstate resumes from the one before."""
+    from tempregnet.runs import newest_solverstate
+    _, run_dir, _ = trained
+    run = tmp_path / "killed"
+    shutil.copytree(run_dir, run)
+    whole = newest_solverstate(run)
+    n = int(whole.stem.rsplit("_", 1)[1])
+    later = whole.with_name(whole.name.replace(f"_iter_{n}.", f"_iter_{n + 5}."))
+    shutil.copy(whole.with_suffix(".caffemodel"), later.with_suffix(".caffemodel"))
+    later.write_bytes(whole.read_bytes()[: len(whole.read_bytes()) // 2])
+    assert newest_solverstate(run) == whole
+    later.write_bytes(whole.read_bytes())                     # whole: it is the newest
+    assert newest_solverstate(run) == later
+
+
 def test_a_run_older_than_its_systole_fraction_gets_it_from_its_training_list(trained, tmp_path):
     _, run_dir, _ = trained
     old = tmp_path / "old_run"
