@@ -324,20 +324,26 @@ def test_input_contrast_mean_is_not_learned(tmp_path, small_data):
     assert np.abs(solver.net.params["conv1"][0].data - conv1).max() > 0     # control: others learn
 
 
-@pytest.mark.parametrize("contrast", [True, False])
-def test_input_motion_feeds_conv1_the_next_minus_the_previous_frame(tmp_path, contrast):
+def conv1_sees(tmp_path, cfg, n, seed):
+    """Random frames (T x N x 3 x C x C) through cfg's deploy net, and what conv1 reads of them."""
     from models.tempregnet import net_proto
-    cfg = get_config("small").replace(input_contrast=contrast, input_motion=True)
-    path = tmp_path / "motion_deploy.prototxt"
+    path = tmp_path / "inputs_deploy.prototxt"
     path.write_text(text_format.MessageToString(net_proto(cfg, get_variant("tempreg"), "deploy")))
     caffe.set_mode_cpu()
     net = caffe.Net(str(path), caffe.TEST)
-    t, c, n = cfg.n_steps, cfg.crop, 3
-    frames = np.random.default_rng(5).normal(0, 50, (t, n, 3, c, c)).astype(np.float32)
+    t, c = cfg.n_steps, cfg.crop
+    frames = np.random.default_rng(seed).normal(0, 50, (t, n, 3, c, c)).astype(np.float32)
     cont = np.ones((t, n), np.float32)
     cont[0] = 0
     run_deploy(net, frames.reshape(t * n, 3, c, c), cont)
-    got = net.blobs[net.bottom_names["conv1"][0]].data.reshape(t, n, 3, c, c)
+    return frames, net.blobs[net.bottom_names["conv1"][0]].data.reshape(t, n, 3, c, c)
+
+
+@pytest.mark.parametrize("contrast", [True, False])
+def test_input_motion_feeds_conv1_the_next_minus_the_previous_frame(tmp_path, contrast):
+    cfg = get_config("small").replace(input_contrast=contrast, input_motion=True)
+    frames, got = conv1_sees(tmp_path, cfg, 3, 5)
+    t = cfg.n_steps
     third = frames[:, :, 2]
     want = np.stack([third[(k + 1) % t] - third[(k - 1) % t] for k in range(t)])  # per sequence
     np.testing.assert_allclose(got[:, :, 2], want, atol=1e-3)
@@ -351,17 +357,8 @@ def test_input_scale_multiplies_what_conv1_sees(tmp_path, contrast):
     """input_scale (deviation 25) scales the frames conv1 reads, after any temporal channel;
     at 1 the net holds no such layer."""
     from models.tempregnet import net_proto
-    cfg = get_config("small").replace(input_contrast=contrast, input_scale=0.25)
-    path = tmp_path / "scaled_deploy.prototxt"
-    path.write_text(text_format.MessageToString(net_proto(cfg, get_variant("tempreg"), "deploy")))
-    caffe.set_mode_cpu()
-    net = caffe.Net(str(path), caffe.TEST)
-    t, c, n = cfg.n_steps, cfg.crop, 2
-    frames = np.random.default_rng(6).normal(0, 50, (t, n, 3, c, c)).astype(np.float32)
-    cont = np.ones((t, n), np.float32)
-    cont[0] = 0
-    run_deploy(net, frames.reshape(t * n, 3, c, c), cont)
-    got = net.blobs[net.bottom_names["conv1"][0]].data.reshape(t, n, 3, c, c)
+    frames, got = conv1_sees(tmp_path, get_config("small").replace(input_contrast=contrast,
+                                                                   input_scale=0.25), 2, 6)
     want = frames.copy()
     if contrast:
         want[:, :, 0] -= frames[:, :, 0].mean(axis=0)
