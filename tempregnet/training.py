@@ -162,7 +162,7 @@ def run_caffe(args: list[str], log_path: Path, cwd: Path, echo: bool = True,
         env["OMP_NUM_THREADS"] = str(blas_threads)
     if echo:
         print("$ " + " ".join(args), flush=True)
-    with open(log_path, "a") as log:
+    with open(log_path, "a", buffering=1) as log:     # line-buffered: `tail -f` follows a run
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 cwd=cwd, env=env)
         for line in proc.stdout:
