@@ -60,6 +60,11 @@ class Decoding:
                 "es_prior": float(self.es_prior)}
 
 
+    def recipe_lines(self) -> str:
+        """This decoding as a recipe's top-level TOML lines (in place of its `decoder` line)."""
+        return "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in self.describe().items())
+
+
 def decoding_of(recorded: dict, decoder=None, views=None, stack_weights=None,
                 es_prior=None) -> Decoding:
     """Each part given here, else the one recorded (a recipe dict or a model's description), else

@@ -346,6 +346,10 @@ def test_a_recipe_names_its_decoding_optionally_and_it_is_checked_on_load(tmp_pa
     assert chosen.decoding() == Decoding(load_recipe("demo").decoder, "tta", "fit", 4.0)
     assert isinstance(chosen.es_prior, float)
     assert load_recipe("demo").decoding().views == "one"          # absent: the paper's one view
+    for decoding in (Decoding("rwave_ed", "tta", "fit", 4.0), Decoding("extrema")):  # its own lines
+        own = "".join(line + "\n" for line in head.splitlines() if not line.startswith("decoder"))
+        path.write_text(own + decoding.recipe_lines() + sep + tables)
+        assert load_recipe(path).decoding() == decoding
     path.write_text(head + '\nviews = "all"\n' + sep + tables)
     with pytest.raises(InputError, match="views 'all'"):
         load_recipe(path)

@@ -75,6 +75,11 @@ def test_choice_is_the_validation_minimum_and_curves_are_reused(study):
     best = min(s["stack"]["es"]["afd"] for _, s in result["validation"])
     chosen = scores_of(result, "validation", **result["chosen"])
     assert chosen["stack"]["es"]["afd"] == best
+    # the markdown ends with the choice as recipe lines that TOML reads back
+    import tomllib
+    toml = (out / "decoding_study.md").read_text().split("```toml\n")[1].split("```")[0]
+    assert tomllib.loads(toml) == {k: result["chosen"][k] for k in
+                                   ("decoder", "views", "stack_weights", "es_prior")}
     assert {c["decoder"] for c, _ in result["test"]} == {"fit", "rwave_ed"}
     assert all(c["models"] == "first" for c, _ in result["test"])     # one model per fold given
     # rwave_ed reads ED at the R wave, frame 0 of every prepared row: its ED aFD is mean |ED|

@@ -29,7 +29,7 @@ from data_prep.errors import InputError
 from data_prep.hdf5 import load_rows
 from tempregnet import evaluation as afd
 from tempregnet.contract import read_list_contract
-from tempregnet.decoding import STACK_WEIGHTS, VIEWS
+from tempregnet.decoding import KEYS, STACK_WEIGHTS, VIEWS, Decoding
 from tempregnet.inference import (LoadedNet, decode_stacks, load_model, load_net,
                                   predict_rows, quiet_caffe, standardised)
 from tempregnet.baselines import LABEL_KEYS, rows_es_fraction
@@ -132,6 +132,15 @@ def table(rows: list[tuple[dict, dict]], chosen: dict | None = None) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def recipe_text(chosen: dict) -> str:
+    """The chosen decoding as the lines a recipe takes (averaging several models per fold is
+    not a recipe's: it is said, not written as a key)."""
+    lines = Decoding(**{k: chosen[k] for k in KEYS}).recipe_lines()
+    if chosen["models"] == "all":
+        lines += "# and the curves of every model given per fold averaged (not a recipe key)\n"
+    return f"```toml\n{lines}```\n"
+
+
 def run(args) -> dict:
     refuse_overwrite([args.out / STUDY_FILE], args.force)
     cache = args.out / CURVES_FILE
@@ -161,7 +170,8 @@ def run(args) -> dict:
             f"read on the test folds ({result['n_test']})\n\n"
             f"## Validation (choice: least ES aFD per stack, then per sequence, then ED)\n\n"
             f"{table(val, chosen)}\n"
-            f"## Test folds (reported, not used)\n\n{table(test, chosen)}")
+            f"## Test folds (reported, not used)\n\n{table(test, chosen)}\n"
+            f"## The choice as recipe lines\n\n{recipe_text(chosen)}")
     write_text_atomic(args.out / "decoding_study.md", text)
     print(text)
     return result
