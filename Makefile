@@ -138,7 +138,8 @@ cross-dataset: caffe data/prepared/cross_sunnybrook_mm/sequences.h5 data/prepare
 # `make paper-zf` (recipe paper_zf_cpu): the paper's ZF + LSTM, from scratch, Table 1 on ACDC.
 # Its 12 runs take hours on 2 cores, so the target is resumable: the run folders live outside the
 # clone (RUNS_HOME, kept between sessions on the same machine), finished runs are reused and a
-# killed run resumes from its last snapshot (every 100 iterations). Kill it and run it again.
+# killed run resumes from its last snapshot (every 100 iterations). Kill it and run it again
+# with the same STAMP (its first run prints it in the table folder names).
 # TempReg-Net's four folds come first, with a table of their own, so the headline row exists
 # before the other variants are trained.
 RUNS_HOME  ?= $(HOME)/tempregnet-runs
@@ -146,12 +147,17 @@ RUNS_HOME  ?= $(HOME)/tempregnet-runs
 data/prepared/paper_zf_cpu/sequences.h5:
 	$(PY) -m data_prep.prepare --recipe paper_zf_cpu $(ACDC) data/prepared/paper_zf_cpu
 
-paper-zf: caffe data/prepared/paper_zf_cpu/sequences.h5  ## recipe paper_zf_cpu: the paper's ZF net from scratch on ACDC, Table 1 (resumable; hours): make paper-zf ACDC=<folder>
+# A rerun with the same STAMP keeps a table already written.
+results/paper_zf_cpu-tempreg-$(STAMP)/table1.md: | caffe data/prepared/paper_zf_cpu/sequences.h5
 	$(PY) -m tools.table1 --recipe paper_zf_cpu --data data/prepared/paper_zf_cpu \
 	  --runs $(RUNS_HOME)/paper_zf_cpu --variants tempreg --no-baselines \
 	  --out results/paper_zf_cpu-tempreg-$(STAMP)
+
+results/paper_zf_cpu-$(STAMP)/table1.md: | caffe data/prepared/paper_zf_cpu/sequences.h5 results/paper_zf_cpu-tempreg-$(STAMP)/table1.md
 	$(PY) -m tools.table1 --recipe paper_zf_cpu --data data/prepared/paper_zf_cpu \
 	  --runs $(RUNS_HOME)/paper_zf_cpu --out results/paper_zf_cpu-$(STAMP)
+
+paper-zf: results/paper_zf_cpu-$(STAMP)/table1.md  ## recipe paper_zf_cpu: the paper's ZF net from scratch on ACDC, Table 1 (resumable; hours): make paper-zf ACDC=<folder> [STAMP=<earlier stamp>]
 
 data/prepared/acdc/sequences.h5:
 	$(PY) -m data_prep.prepare --recipe acdc $(ACDC) data/prepared/acdc

@@ -1,7 +1,11 @@
 """The house layout: library apart from entry points, no import-time side effects, one writer, recipes named."""
 import ast
 import re
+import shutil
+import subprocess
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARY = ("tempregnet", "data_prep", "layers", "models")
@@ -70,3 +74,27 @@ def test_every_reported_recipe_has_a_results_row_and_the_makefile_can_ask_it():
     assert res.returncode == 0 and res.stdout.strip() == "0.4"
     res = run_module("tools.recipes", "acdc", "no.such.key")
     assert res.returncode == 1 and "no key" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+def test_paper_zf_rerun_with_the_same_stamp_keeps_the_tables_already_written(tmp_path):
+    """`make paper-zf STAMP=<earlier>` after a kill goes on from where it stopped: a table already
+    written is kept (tools.table1 refuses to overwrite), only the missing one is computed."""
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    for name in ("requirements.lock", "pyproject.toml"):  # the venv's prerequisites
+        (tmp_path / name).touch()
+
+    def table_commands():
+        res = subprocess.run(["make", "-n", "paper-zf", "STAMP=s1", "ACDC=acdc"], cwd=tmp_path,
+                             capture_output=True, text=True, check=True)
+        return [line for line in res.stdout.splitlines() if "tools.table1" in line]
+
+    def written(name):
+        (tmp_path / "results" / name).mkdir(parents=True)
+        (tmp_path / "results" / name / "table1.md").write_text("a table\n")
+
+    assert len(table_commands()) == 2  # TempReg-Net's four folds, then the full table
+    written("paper_zf_cpu-tempreg-s1")
+    assert len(table_commands()) == 1
+    written("paper_zf_cpu-s1")
+    assert table_commands() == []
