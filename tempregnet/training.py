@@ -170,15 +170,19 @@ def run_caffe(args: list[str], log_path: Path, cwd: Path, echo: bool = True,
             if echo and ECHO.search(line):
                 print(line.rstrip(), flush=True)
             snapshot = SNAPSHOT_LINE.search(line)
-            if snapshot:
-                prune_snapshots(Path(cwd, snapshot.group(1)).parent)
+            if snapshot:        # Caffe is about to write this solverstate: it counts as kept
+                path = Path(cwd, snapshot.group(1))
+                prune_snapshots(path.parent, writing=runs.snapshot_iteration(path))
         return proc.wait()
 
 
-def prune_snapshots(folder: Path, keep: int = KEEP_SNAPSHOTS) -> None:
-    """Delete all but the newest `keep` iterations' caffemodel / solverstate pairs in folder."""
-    iters = sorted({runs.snapshot_iteration(p) for p in folder.glob("*_iter_*.solverstate")})
-    for old in iters[:-keep]:
+def prune_snapshots(folder: Path, keep: int = KEEP_SNAPSHOTS, writing: int | None = None) -> None:
+    """Delete all but the newest `keep` iterations' caffemodel / solverstate pairs in folder;
+    `writing`, the iteration Caffe is writing now, is one of them whether its file exists yet or not."""
+    iters = sorted({runs.snapshot_iteration(p) for p in folder.glob("*_iter_*.solverstate")}
+                   - {writing})
+    older = keep - (writing is not None)
+    for old in iters[:max(len(iters) - older, 0)]:
         for p in folder.glob(f"*_iter_{old}.*"):
             if p.suffix in (".caffemodel", ".solverstate"):
                 p.unlink()

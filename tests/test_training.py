@@ -306,3 +306,27 @@ def test_learning_curve_bad_arguments(trained, capsys):
     assert learning_curve.main(["--recipe", "demo", "--data", str(trained[0]), "--fold", "all",
                                 "--iters", "5", "--every", "5"]) == 1
     assert "no held-out sequences" in capsys.readouterr().err
+
+
+def test_pruning_counts_the_snapshot_being_written_as_kept(tmp_path):
+    """While Caffe trains, the folder holds the newest complete pair and the one being written
+    (KEEP_SNAPSHOTS = 2), never a third: the snapshot line comes before its solverstate exists."""
+    def pair(it):
+        for suffix in (".caffemodel", ".solverstate"):
+            (tmp_path / f"r_iter_{it}{suffix}").write_bytes(b"x")
+
+    def on_disk():
+        return sorted(int(p.stem.split("_iter_")[1]) for p in tmp_path.glob("*.solverstate"))
+
+    pair(100), pair(200)
+    (tmp_path / "r_iter_300.caffemodel").write_bytes(b"x")      # Caffe writes the net first
+    training.prune_snapshots(tmp_path, writing=300)
+    assert on_disk() == [200] and (tmp_path / "r_iter_300.caffemodel").is_file()
+    assert not (tmp_path / "r_iter_100.caffemodel").exists()
+    pair(300)
+    training.prune_snapshots(tmp_path, writing=300)              # a second look changes nothing
+    assert on_disk() == [200, 300]
+    training.prune_snapshots(tmp_path)                           # complete pairs only: keep 2
+    assert on_disk() == [200, 300]
+    training.prune_snapshots(tmp_path, keep=1)                   # a finished run: the final pair
+    assert on_disk() == [300] and len(list(tmp_path.iterdir())) == 2
