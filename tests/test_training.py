@@ -18,7 +18,7 @@ from tempregnet import training
 from tempregnet.contract import read_contract
 from tempregnet.net_input import net_input
 from tempregnet.recipes import load_recipe, parse_overrides
-from tempregnet.runs import final_model_path, read_model_folder
+from tempregnet.runs import final_model_path, read_model_folder, snapshot_iteration
 from tempregnet.training_log import parse_log
 from tools import train as train_tool
 
@@ -316,7 +316,7 @@ def test_pruning_counts_the_snapshot_being_written_as_kept(tmp_path):
             (tmp_path / f"r_iter_{it}{suffix}").write_bytes(b"x")
 
     def on_disk():
-        return sorted(int(p.stem.split("_iter_")[1]) for p in tmp_path.glob("*.solverstate"))
+        return sorted(snapshot_iteration(p) for p in tmp_path.glob("*.solverstate"))
 
     pair(100), pair(200)
     (tmp_path / "r_iter_300.caffemodel").write_bytes(b"x")      # Caffe writes the net first
